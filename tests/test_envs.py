@@ -134,32 +134,38 @@ def test_next_obs_is_the_true_successor_before_reset():
     assert int(stepped.info["final_info"]["steps"]) == 1 and int(stepped.info["steps"]) == 0
 
 
-@pytest.mark.parametrize("name,population", [("pointmaze-medium-jax", True), ("inverted_pendulum", False)])
-def test_batched_auto_reset_equals_per_env_auto_reset(name, population):
-    """make_vec's VmapAutoReset (resets only when some env is done) == VmapEnv(AutoReset(env)) on steps where
-    none, some and all envs end, also under an outer vmap (a population, where the cond is a select): flags,
-    counters and keys exactly, floats to rounding (XLA fuses the two programs differently: brax's pendulum
+@pytest.mark.parametrize("name,population,block", [("pointmaze-medium-jax", True, 1), ("pointmaze-medium-jax", True, 3),
+                                                    ("pointmaze-medium-jax", False, 4), ("inverted_pendulum", False, None)])
+def test_batched_auto_reset_equals_per_env_auto_reset(name, population, block):
+    """make_vec's VmapAutoReset (fresh resets only for the done envs, `block` per pass of a while loop) ==
+    VmapEnv(AutoReset(env)) on steps where none, some and all envs end: one pass, several, and a padded last
+    block (3 of 4 envs), also under an outer vmap (a population, whose members need different numbers of passes):
+    flags, counters and keys exactly, floats to rounding (XLA fuses the two programs differently: brax's pendulum
     differs in 2 of 112 numbers by one ulp)."""
     env = envs.make(name, max_steps=3, **({"task": "random"} if "maze" in name else {}))
-    batched, per_env = VmapAutoReset(env, num_envs=4), envs.VmapEnv(AutoReset(env), num_envs=4)
+    batched = VmapAutoReset(env, num_envs=4, reset_block=block)
+    per_env = envs.VmapEnv(AutoReset(env), num_envs=4)
 
-    def rollout(venv, key):
+    def rollout(venv, key, offsets):
         k_reset, k_act = jax.random.split(key)
         actions = jax.random.uniform(k_act, (7, 4, env.action_size), minval=-1.0, maxval=1.0)
-        # stagger the episodes: env i starts i steps into its time limit, so resets come at different steps
+        # env i starts offsets[i] steps into its time limit, so resets come at chosen steps
         s = venv.reset(k_reset)
-        s = s.replace(info={**s.info, "steps": s.info["steps"] + jnp.array([0, 1, 2, 2], jnp.int32)})
+        s = s.replace(info={**s.info, "steps": s.info["steps"] + jnp.array(offsets, jnp.int32)})
         return jax.lax.scan(lambda s, a: (venv.step(s, a), venv.step(s, a)), s, actions)[1]
 
     keys = jax.random.split(jax.random.PRNGKey(3), 2)  # raw keys, as training carries them
-    single = jax.jit(rollout, static_argnums=0)
-    pairs = [(single(batched, keys[0]), single(per_env, keys[0]))]
+    staggered, together = (0, 1, 1, 1), (2, 2, 2, 2)  # steps with 0, 1 and 3 resets; steps with 4 resets
+    single = jax.jit(rollout, static_argnums=(0, 2))
+    pairs = [(single(batched, keys[0], o), single(per_env, keys[0], o)) for o in (staggered, together)]
     if population:  # (brax compiles slowly: the population case is checked on the maze only)
-        pairs.append((jax.jit(jax.vmap(lambda k: rollout(batched, k)))(keys),
-                      jax.jit(jax.vmap(lambda k: rollout(per_env, k)))(keys)))
+        offsets = jnp.array([staggered, together])  # the members need different numbers of passes
+        pairs.append((jax.jit(jax.vmap(lambda k, o: rollout(batched, k, o)))(keys, offsets),
+                      jax.jit(jax.vmap(lambda k, o: rollout(per_env, k, o)))(keys, offsets)))
+    resets_per_step = set()
     for one, two in pairs:
         done = np.asarray(one.terminated | one.truncated)
-        assert done.any() and not done.all(axis=-1).all()  # some steps have resets, some not all envs
+        resets_per_step |= set(done.sum(-1).ravel().tolist())
         def same(a, b):
             a, b = np.asarray(a), np.asarray(b)
             if np.issubdtype(a.dtype, np.floating):
@@ -167,6 +173,7 @@ def test_batched_auto_reset_equals_per_env_auto_reset(name, population):
             else:
                 np.testing.assert_array_equal(a, b)
         jax.tree.map(same, one, two)
+    assert {0, 1, 3, 4} <= resets_per_step  # no pass, one, several, and a padded last block (block 3)
 
 
 def test_success_terminates_and_does_not_truncate(rollout):
