@@ -199,7 +199,8 @@ def critic_target(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, c
     return jax.lax.stop_gradient(reward + hp.discount * not_terminated * next_q)
 
 
-def _updatecritic_net(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, cfg: Config):
+def update_critic(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, cfg: Config):
+    """One critic gradient step on `batch` (mean squared TD error over members and batch), then Polyak."""
     target = critic_target(agent, batch, key, hp, cfg)
     critic = critic_net(cfg, cfg.num_critics)
 
@@ -254,7 +255,7 @@ def update(agent: AgentState, batches: dict, key: jax.Array, hp: HParams, cfg: C
     keys = jax.random.split(key, cfg.updates_per_step + 1)
 
     def critic_step(agent, batch_and_key):
-        return _updatecritic_net(agent, *batch_and_key, hp, cfg)
+        return update_critic(agent, *batch_and_key, hp, cfg)
 
     agent, critic_metrics = jax.lax.scan(critic_step, agent, (batches, keys[:-1]))
     last_batch = jax.tree.map(lambda x: x[-1], batches)
