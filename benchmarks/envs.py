@@ -4,8 +4,8 @@ For every env and batch size B, two programs are jitted and timed, both a `lax.s
 T = max(--steps, --min-env-steps // B) env steps of a `vmap`-ed batch of B envs driven by uniformly random actions
 in [-1, 1]:
 
-- env:  `envs.make_vec(envs.make(name), B)`, the full stack an algorithm steps (TimeLimit, AutoReset with a fresh
-        reset computed every step, VmapEnv, EpisodeStats).
+- env:  `envs.make_vec(envs.make(name), B)`, the full stack an algorithm steps (TimeLimit, VmapAutoReset with
+        fresh resets computed for the done envs only, EpisodeStats).
 - bare: the same MuJoCo model stepped by `mjx.step` on a full `mjx.Data`, `frame_skip` (maze) or `n_frames` (brax)
         substeps per env step, with no task, reward, reset or statistics: the floor our wrapper is measured
         against. Pure-JAX envs have no bare counterpart. The bare loop never resets, so where the solver's work
