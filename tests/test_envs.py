@@ -302,6 +302,9 @@ def test_clear_errors_for_bad_names_options_layouts_and_tasks():
         envs.make("pointmaze-umaze-jax", max_steps=0)
     with pytest.raises(ValueError, match="num_envs"):
         envs.make_vec(envs.make("pointmaze-umaze-jax"), 0)
+    for block in (0, 5):
+        with pytest.raises(ValueError, match=rf"reset_block must be in \[1, num_envs=4\], got {block}"):
+            VmapAutoReset(envs.make("pointmaze-umaze-jax"), num_envs=4, reset_block=block)
     with pytest.raises(ValueError, match="Unknown brax backend 'physx'"):
         envs.make("hopper", backend="physx")
 
