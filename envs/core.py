@@ -154,7 +154,8 @@ class VmapAutoReset(Wrapper):
     needs. Same results as `AutoReset`: flags, counters and keys exactly; floats to an ulp (XLA fuses the
     programs differently). `reset_block=None` picks `max(1, num_envs // 16)`: random policies on ant end ~2
     of 64 episodes per step; a batch whose time limits expire together takes num_envs / reset_block passes
-    on that one step.
+    on that one step. The loop costs compile time: 14-17 s against 12-14 s for a `lax.cond` around the whole
+    batch's reset (brax's inverted_pendulum, 64 envs, 2 cores).
     """
 
     num_envs: int = 1
