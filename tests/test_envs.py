@@ -134,8 +134,9 @@ def test_next_obs_is_the_true_successor_before_reset():
     assert int(stepped.info["final_info"]["steps"]) == 1 and int(stepped.info["steps"]) == 0
 
 
-@pytest.mark.parametrize("name,population,block", [("pointmaze-medium-jax", True, 1), ("pointmaze-medium-jax", True, 3),
-                                                    ("pointmaze-medium-jax", False, 4), ("inverted_pendulum", False, None)])
+@pytest.mark.parametrize("name,population,block", [
+    ("pointmaze-medium-jax", True, 1), ("pointmaze-medium-jax", True, 3), ("pointmaze-medium-jax", False, 4),
+    ("inverted_pendulum", False, None)])
 def test_batched_auto_reset_equals_per_env_auto_reset(name, population, block):
     """make_vec's VmapAutoReset (fresh resets only for the done envs, `block` per pass of a while loop) ==
     VmapEnv(AutoReset(env)) on steps where none, some and all envs end: one pass, several, and a padded last
@@ -166,6 +167,7 @@ def test_batched_auto_reset_equals_per_env_auto_reset(name, population, block):
     resets_per_step = set()
     for one, two in pairs:
         done = np.asarray(one.terminated | one.truncated)
+        assert done.any() and not done.all(axis=-1).all()  # some steps have resets, some not all envs
         resets_per_step |= set(done.sum(-1).ravel().tolist())
         def same(a, b):
             a, b = np.asarray(a), np.asarray(b)
