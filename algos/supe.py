@@ -248,13 +248,15 @@ _SKILL_INFO = ("env_steps", "segment_return")
 class SkillEnv(envs.core.Wrapper):
     """High-level env: one step runs skill z = arctanh(u) with the frozen decoder for H low-level steps.
 
-    `env` must be time-limited (`envs.make`). Low-level actions are the decoder mean at (s_t, z). Once the low-level
-    episode ends (terminated or truncated) the remaining steps of the segment are no-ops. After k <= H real steps:
-    reward R = sum_{i<k} discount^i r_i (semi-MDP: the high-level agent should bootstrap with discount^H),
-    terminated/truncated those of the last real step, info `success` = max over the segment, `env_steps` = k,
-    `segment_return` = sum_i r_i. `max_steps` = ceil(inner max_steps / H). Under `envs.make_vec` the step that
-    ends an episode shows the fresh episode's info (`env_steps` = 0): read that step's values from
-    `info["final_info"]`.
+    `env` must be time-limited (`envs.make`). Low-level actions are SAMPLED from the decoder, a ~ N(tanh(m), sigma^2)
+    clipped to [-1, 1] (as the reference's `sample_skill_actions`), with keys split from the state's rng;
+    `sample_actions=False` uses the decoder mean. Once the low-level episode ends (terminated or truncated) the
+    remaining steps of the segment are no-ops. After k <= H real steps: reward R = sum_{i<k} discount^i
+    (r_i + reward_shift) (semi-MDP: the high-level agent should bootstrap with discount^k, which
+    `explore.Config.skill_horizon` does), terminated/truncated those of the last real step, info `success` = max
+    over the segment, `env_steps` = k, `segment_return` = sum_i r_i (unshifted). `max_steps` = ceil(inner
+    max_steps / H). Under `envs.make_vec` the step that ends an episode shows the fresh episode's info
+    (`env_steps` = 0): read that step's values from `info["final_info"]`.
 
     `vae_params` is excluded from equality and hashing: two SkillEnvs differing only in parameters compare
     equal, so never pass a SkillEnv as a static jit argument (close over it instead).
@@ -265,6 +267,8 @@ class SkillEnv(envs.core.Wrapper):
     latent_size: int = 8
     hidden_sizes: tuple[int, ...] = (256, 256)
     discount: float = 0.99
+    reward_shift: float = 0.0
+    sample_actions: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
@@ -295,55 +299,77 @@ class SkillEnv(envs.core.Wrapper):
         z = jnp.arctanh(jnp.clip(action, -1.0 + 1e-6, 1.0 - 1e-6))
         decoder = TrajectoryVAE(self.env.action_size, self.latent_size, self.hidden_sizes)
 
-        def low_level_step(carry, weight):
+        def low_level_step(carry, xs):
+            weight, key = xs
             s, alive, discounted, total, success, count = carry
-            low_action, _ = decoder.apply(self.vae_params, s.obs, z, method=TrajectoryVAE.decode)
+            mean, log_std = decoder.apply(self.vae_params, s.obs, z, method=TrajectoryVAE.decode)
+            low_action = mean
+            if self.sample_actions:
+                low_action = jnp.clip(mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape), -1.0, 1.0)
             stepped = self.env.step(s, low_action)
             s = jax.tree.map(lambda new, old: jnp.where(alive, new, old), stepped, s)
             reward = jnp.where(alive, stepped.reward, 0.0).astype(jnp.float32)
+            shifted = jnp.where(alive, stepped.reward + self.reward_shift, 0.0).astype(jnp.float32)
             success = jnp.maximum(success, jnp.where(alive, stepped.info["success"], 0.0).astype(jnp.float32))
-            carry = (s, alive & ~stepped.done, discounted + weight * reward, total + reward, success,
+            carry = (s, alive & ~stepped.done, discounted + weight * shifted, total + reward, success,
                      count + alive.astype(jnp.int32))
             return carry, None
 
-        inner = state.replace(info={k: v for k, v in state.info.items() if k not in _SKILL_INFO})
+        rng, k_actions = jax.random.split(state.rng)
+        inner = state.replace(info={k: v for k, v in state.info.items() if k not in _SKILL_INFO}, rng=rng)
         zero = jnp.zeros((), jnp.float32)
         # Alive from the start: after an auto-reset the incoming flags describe the PREVIOUS episode's end.
         init = (inner, jnp.ones((), bool), zero, zero, zero, jnp.zeros((), jnp.int32))
         weights = jnp.asarray(self.discount ** np.arange(self.horizon), jnp.float32)
-        (s, _, discounted, total, success, count), _ = jax.lax.scan(low_level_step, init, weights)
+        xs = (weights, jax.random.split(k_actions, self.horizon))
+        (s, _, discounted, total, success, count), _ = jax.lax.scan(low_level_step, init, xs)
         return s.replace(reward=discounted,
                          info={**s.info, "success": success, "env_steps": count, "segment_return": total})
 
 
-# ---- online high-level RL (composed by the integrator) ----
-# SUPE's online stage is ExPLORe one level up: the agent acts in skill space (u = tanh z, one action = H env
-# steps of `SkillEnv`), the prior data enters as high-level transitions (s_0, tanh(mu_q), s_H) labelled inside the
-# update with r̂(s, u) + beta RND(s, u) (reward model and RND on high-level (s, u) pairs, trained on online
-# high-level transitions only), and the first `start_steps` high-level actions are drawn from the VAE's prior
-# p(z | s) instead of uniformly. The high-level agent's discount is gamma^H (`hp.discount`, set by the caller).
-
+# ---- online high-level RL --------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     skills: SkillConfig = SkillConfig()
     """The skill VAE (its decoder drives the low-level env)."""
-    explore: explore.Config = explore.Config()
-    """The high-level agent and the optimistic labeller (`prior_label`, `online_bonus`)."""
-    discount: float = 0.99
-    """Low-level gamma: the discount inside a skill's H steps (the high level uses gamma^H)."""
+    explore: explore.Config = explore.Config(prior_label="min", online_bonus=True)
+    """The high-level agent and the labeller (the reference on antmaze: min label, RND on prior AND online rows).
+    Its `skill_horizon` is set to `skills.horizon` by `make_train`."""
+    discount: float = 0.99 ** 0.25
+    """Low-level gamma inside a skill: R = sum_i gamma^i r_i; a full skill then discounts by gamma^H = 0.99, the
+    reference's high-level discount, and the high level's hp.discount must be gamma^H (`high_level_discount`)."""
+    reward_shift: float = -1.0
+    """Added to every low-level reward inside a skill (the antmaze convention: -1 per step, 0 at the goal)."""
+    sample_actions: bool = True
+    """Low-level actions sampled from the decoder (the reference); False = the decoder mean."""
+
+
+def high_level_discount(cfg: Config) -> float:
+    """gamma^H: the discount of one full skill, the value the high level's `hp.discount` must take."""
+    return float(cfg.discount ** cfg.skills.horizon)
+
+
+def min_skill_reward(cfg: Config, min_reward: float = 0.0) -> float:
+    """The "min" label of a full skill: sum_{i<H} gamma^i (r_min + reward_shift) (the minimum of the reference's
+    chunked, shifted dataset rewards; the value `hp.min_reward` should take)."""
+    return float(sum(cfg.discount ** i for i in range(cfg.skills.horizon)) * (min_reward + cfg.reward_shift))
 
 
 def make_train(cfg: Config, env: envs.Env, vae_params):
     """`explore.make_train` over `SkillEnv(env)`: pure `init_carry(key, hp)`, `train_chunk(carry, hp, prior=None)`
     and `evaluate(carry, key, hp)`. `prior`: `high_level_transitions` passed through `explore.unlabeled_prior`.
-    Evaluation reports the undiscounted low-level return (the same skills with discount 1 inside segments)."""
+    `hp` is an `explore.HParams` whose `discount` is `high_level_discount(cfg)` (per full skill; a skill cut short
+    after k steps bootstraps with gamma^k). Evaluation reports the low-level return (the same skills, reward
+    unshifted and undiscounted inside segments)."""
     s = cfg.skills
     skill_env = SkillEnv(env, vae_params=vae_params, horizon=s.horizon, latent_size=s.latent_size,
-                         hidden_sizes=s.hidden_sizes, discount=cfg.discount)
+                         hidden_sizes=s.hidden_sizes, discount=cfg.discount, reward_shift=cfg.reward_shift,
+                         sample_actions=cfg.sample_actions)
     start_action = lambda obs, key: skill_prior_action(vae_params, obs, key, s, env.action_size)
-    init_carry, train_chunk, _ = explore.make_train(cfg.explore, skill_env, start_action)
-    undiscounted = dataclasses.replace(skill_env, discount=1.0)
+    explore_cfg = dataclasses.replace(cfg.explore, skill_horizon=s.horizon)
+    init_carry, train_chunk, _ = explore.make_train(explore_cfg, skill_env, start_action)
+    undiscounted = dataclasses.replace(skill_env, discount=1.0, reward_shift=0.0)
 
     def evaluate(carry: explore.Carry, key: jax.Array, hp: explore.HParams) -> dict:
         return sac.evaluate_policy(undiscounted, carry.agent, key, cfg.explore.agent)

@@ -47,11 +47,12 @@ METHODS = {  # method -> (prior_label, online_bonus, uses prior data)
     "explore": ("optimistic", False, True),
     "explore-min": ("min", False, True),
     "naive": ("zero", False, True),
+    "naive-rm": ("predicted", False, True),
     "online-rnd": ("zero", True, False),
     "online": ("zero", False, False),
 }
 CPU_AGENT = sac.Config(num_envs=8, chunk_steps=50, batch_size=128, hidden_sizes=(128, 128), num_critics=4,
-                       num_target_critics=2, critic_layernorm=True, updates_per_step=4, start_steps=2000,
+                       num_target_critics=1, critic_layernorm=True, updates_per_step=4, start_steps=2000,
                        buffer_capacity=200_000, eval_episodes=8, backup_entropy=False)
 
 
@@ -64,8 +65,9 @@ class Args:
     env_options: tuple[str, ...] = ()
     """Environment options as key=value. On the large maze the goal defaults to cell (7, 4) (see
     maze_data.EXPLORATION_GOALS); goal_cell=7,9 gives the layout's own G."""
-    method: Literal["explore", "explore-min", "naive", "online-rnd", "online"] = "explore"
-    """explore | explore-min | naive (prior data, reward 0) | online-rnd | online (no prior data)."""
+    method: Literal["explore", "explore-min", "naive", "naive-rm", "online-rnd", "online"] = "explore"
+    """explore | explore-min | naive (prior data, reward 0, never terminal) | naive-rm (prior labelled by the
+    reward model, no bonus: the reference's naive) | online-rnd | online (no prior data)."""
     dataset: str = ""
     """Prior data (HDF5/.npz with D4RL keys; rewards/terminals are ignored). Default for point mazes:
     data/<env>-diverse-<size>.hdf5, generated on first use."""
@@ -73,12 +75,17 @@ class Args:
     """Transitions in the generated point-maze prior data (when --dataset is not given)."""
     agent: sac.Config = CPU_AGENT
     """The RLPD agent (static)."""
-    labeler_hidden_sizes: tuple[int, ...] = (128, 128)
-    """Hidden widths of the reward model, termination classifier and RND networks."""
-    rnd_features: int = 64
-    """Output width of the RND networks."""
-    hp: explore.HParams = explore.HParams(init_temperature=0.1)
-    """Sweepable hyperparameters (rnd_coef = beta, min_reward, labeler_lr, and SAC's)."""
+    labeler_hidden_sizes: tuple[int, ...] = (128, 128, 128)
+    """Hidden widths of the reward model and termination classifier (the reference: 256 x 3)."""
+    rnd_hidden_sizes: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of both RND networks (the reference's)."""
+    rnd_features: int = 256
+    """Output width of the RND networks; the bonus is the mean over them (the reference's)."""
+    labeler_updates_per_step: int | None = None
+    """Reward-model steps per vectorised env step (one per critic minibatch; default: all G of them)."""
+    hp: explore.HParams = explore.HParams(init_temperature=0.1, reward_bias=-1.0)
+    """Sweepable hyperparameters (rnd_coef = beta, min_reward, labeler_lr, and SAC's). reward_bias = -1 is the
+    antmaze convention: -1 per step, 0 on the (terminal) goal step."""
     run: Annotated[runner.RunConfig, tyro.conf.OmitArgPrefixes] = runner.RunConfig(total_steps=60_000,
                                                                                   eval_every=5)
     """Budgets, seeds, logging and checkpointing."""
@@ -86,7 +93,8 @@ class Args:
     def config(self) -> explore.Config:
         label, bonus, _ = METHODS[self.method]
         return explore.Config(agent=self.agent, prior_label=label, online_bonus=bonus,
-                              labeler_hidden_sizes=self.labeler_hidden_sizes, rnd_features=self.rnd_features)
+                              labeler_hidden_sizes=self.labeler_hidden_sizes, rnd_hidden_sizes=self.rnd_hidden_sizes,
+                              rnd_features=self.rnd_features, labeler_updates_per_step=self.labeler_updates_per_step)
 
 
 def load_prior(env_name: str, env: envs.Env, dataset: str, dataset_size: int) -> dict:

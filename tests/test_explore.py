@@ -1,4 +1,5 @@
-"""ExPLORe: the RND bonus, relabelling of the prior half only, the first-success counter, and the CLI."""
+"""ExPLORe: the RND bonus and its scale, relabelling of the prior half only (soft terminations, every label), the
+labeller trained inside `train_chunk`, the task convention, the first-success counter, maze prior data, the CLI."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from envs import maze_data
 KEY = jax.random.PRNGKey(0)
 AGENT = sac.Config(num_envs=4, chunk_steps=25, batch_size=32, buffer_capacity=4096, hidden_sizes=(32, 32),
                    num_critics=2, critic_layernorm=True, updates_per_step=2, start_steps=100, eval_episodes=2)
-CFG = explore.Config(agent=AGENT, labeler_hidden_sizes=(32, 32), rnd_features=16)
+CFG = explore.Config(agent=AGENT, labeler_hidden_sizes=(32, 32), rnd_hidden_sizes=(32, 32), rnd_features=16)
 OBS, ACT = 6, 2
 
 
@@ -50,23 +51,74 @@ def test_rnd_bonus_is_higher_on_novel_than_on_trained_pairs():
     assert float(on_novel.min()) > float(on_seen.max())
 
 
-@pytest.mark.parametrize("label,online_bonus", [("optimistic", False), ("min", False), ("zero", False),
-                                                ("optimistic", True)])
+def _maze_scale_inputs(key, n=1024):
+    """Point-maze observations as the large maze's prior data has them: position in the maze, velocity O(1), the
+    goal's centre; actions in [-1, 1]^2."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    pos = jax.random.uniform(k1, (n, 2), minval=jnp.array([1.0, 1.0]), maxval=jnp.array([10.0, 7.0]))
+    obs = jnp.concatenate([pos, jax.random.normal(k2, (n, 2)), jnp.broadcast_to(jnp.array([4.0, 7.0]), (n, 2))], -1)
+    return obs, jax.random.uniform(k3, (n, 2), minval=-1, maxval=1)
+
+
+def test_rnd_bonus_at_initialisation_is_order_one_on_maze_inputs():
+    """The reference's scale: the MEAN over 256 features of 3 x 256 nets is O(0.1-1) at initialisation on maze
+    observations (measured: 0.25-0.31 over seeds); the old SUM over the features is K times that (~60 with 64
+    features of 2 x 256 nets), enough to drown a 0/1 goal reward."""
+    cfg = explore.Config()
+    assert (cfg.rnd_hidden_sizes, cfg.rnd_features) == ((256, 256, 256), 256)
+    obs, action = _maze_scale_inputs(KEY)
+    bonus = jax.jit(lambda k: explore.rnd_bonus(explore.init_labeler(k, cfg, OBS, ACT), obs, action, cfg))
+    for seed in range(3):
+        b = np.asarray(bonus(jax.random.PRNGKey(seed)))
+        assert 0.05 < b.mean() < 2.0 and b.max() < 10.0, (seed, b.mean(), b.max())
+
+
+def test_default_task_convention_makes_reaching_the_goal_the_best_outcome():
+    """experiments/explore.py's defaults use the antmaze convention (reward - 1, termination at the goal, one
+    random target critic, no entropy backup). Every non-goal row then pays a NEGATIVE reward in the critic target:
+    online rows r - 1 = -1, prior rows r̂ - 1 + beta b (the labeller at initialisation on maze inputs), while the
+    goal step is terminal with reward 1 - 1 = 0: ending at the goal beats any path that keeps collecting the
+    bonus. With reward_bias 0 (the old default) every prior label is positive and wandering pays."""
+    from experiments import explore as experiment
+    args = experiment.Args()
+    cfg, hp = args.config(), args.hp
+    assert float(hp.reward_bias) == -1.0 and cfg.agent.num_target_critics == 1 and not cfg.agent.backup_entropy
+    assert cfg.prior_label == "optimistic" and cfg.rnd_features == 256
+    obs, action = _maze_scale_inputs(jax.random.PRNGKey(1), 512)
+    prior = {"obs": obs, "action": action, "next_obs": obs, "reward": jnp.zeros(512),
+             "terminated": jnp.zeros(512, bool), "truncated": jnp.zeros(512, bool)}
+    labeler = explore.init_labeler(KEY, cfg, OBS, ACT)
+    out, _ = jax.jit(lambda lb: explore.relabel(lb, prior, jnp.ones(512, bool), hp, cfg))(labeler)
+    shift = lambda r: np.asarray(r) * float(hp.reward_scale) + float(hp.reward_bias)
+    # where the reward model has learned r̂ = 0 (every non-goal online row), a prior row pays beta b - 1 < 0
+    bonus = float(hp.rnd_coef) * np.asarray(explore.rnd_bonus(labeler, obs, action, cfg))
+    assert shift(bonus).max() < 0.0 and shift(out["reward"]).mean() < 0.0, (shift(bonus).max(), shift(out["reward"]))
+    goal = shift(1.0)  # the goal step: terminal, no bootstrap
+    assert goal == 0.0 and shift(bonus).max() / (1 - float(hp.discount)) < goal
+
+
+def _labeler_with_termination_bias(cfg, bias):
+    """A labeller whose termination classifier outputs logit ~`bias` everywhere (zero output kernel)."""
+    labeler = explore.init_labeler(KEY, cfg, OBS, ACT)
+    set_out = lambda p, x: (jnp.full_like(x, bias) if p[-1].key == "bias" else jnp.zeros_like(x)) \
+        if p[-2].key == "dense_out" else x
+    return labeler.replace(termination_params=jax.tree_util.tree_map_with_path(set_out, labeler.termination_params))
+
+
+@pytest.mark.parametrize("label,online_bonus", [("optimistic", False), ("predicted", False), ("min", False),
+                                                ("zero", False), ("min", True)])
 def test_relabel_touches_only_the_prior_half(label, online_bonus):
     cfg = explore.Config(agent=AGENT, prior_label=label, online_bonus=online_bonus, labeler_hidden_sizes=(32, 32),
-                         rnd_features=16)
+                         rnd_hidden_sizes=(32, 32), rnd_features=16)
     prior = {**_transitions(jax.random.PRNGKey(3), 100, 1.0), "reward": jnp.full(100, 123.0)}
     online = replay.insert(replay.init(200, jax.tree.map(lambda x: x[0], prior)),
                            {**_transitions(jax.random.PRNGKey(4), 150, -1.0),
                             "reward": jnp.arange(150.0), "terminated": jnp.arange(150) % 3 == 0})
     batch, is_prior = replay.sample_symmetric(replay.from_arrays(prior), online, jax.random.PRNGKey(5), 32)
-    # a labeller whose termination classifier says "terminal" everywhere, so a relabelled flag is visible
-    labeler = explore.init_labeler(KEY, cfg, OBS, ACT)
-    labeler = labeler.replace(termination_params=jax.tree_util.tree_map_with_path(
-        lambda p, x: jnp.full_like(x, 5.0) if p[-2].key == "dense_out" and p[-1].key == "bias" else x,
-        labeler.termination_params))
+    # a termination classifier with p_end = sigmoid(1) = 0.73 everywhere: the soft label must be 0.73, not 1
+    labeler = _labeler_with_termination_bias(cfg, 1.0)
     hp = explore.HParams(rnd_coef=2.0, min_reward=-1.0)
-    out, _ = explore.relabel(labeler, batch, is_prior, hp, cfg)
+    out, metrics = explore.relabel(labeler, batch, is_prior, hp, cfg)
     bonus = explore.rnd_bonus(labeler, batch["obs"], batch["action"], cfg)
     on, pr = ~np.asarray(is_prior), np.asarray(is_prior)
     assert pr.sum() == on.sum() == 16
@@ -74,13 +126,43 @@ def test_relabel_touches_only_the_prior_half(label, online_bonus):
     np.testing.assert_allclose(out["reward"][on], expected_online[on], rtol=1e-6)
     np.testing.assert_array_equal(out["terminated"][on], batch["terminated"][on])
     assert np.any(np.asarray(batch["terminated"])[on])  # the online half has real terminals to keep
-    expected_prior = {"optimistic": explore.predicted_reward(labeler, batch["obs"], batch["action"], cfg)
-                      + 2.0 * bonus, "min": -1.0 + 2.0 * bonus, "zero": jnp.zeros(32)}[label]
+    r_hat = explore.predicted_reward(labeler, batch["obs"], batch["action"], cfg)
+    expected_prior = {"optimistic": r_hat + 2.0 * bonus, "predicted": r_hat, "min": -1.0 + 2.0 * bonus,
+                      "zero": jnp.zeros(32)}[label]
     np.testing.assert_allclose(out["reward"][pr], expected_prior[pr], rtol=1e-5, atol=1e-6)
     assert not np.any(np.asarray(out["reward"])[pr] == 123.0)  # every prior placeholder was replaced
-    np.testing.assert_array_equal(out["terminated"][pr], label != "zero")
+    soft = 1.0 / (1.0 + np.exp(-1.0))
+    np.testing.assert_allclose(out["terminated"][pr], soft if label != "zero" else 0.0, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["prior_terminated"]), soft if label != "zero" else 0.0, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["online_reward"]), np.mean(np.asarray(expected_online)[on]), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["rnd_bonus_prior"]), np.mean(np.asarray(bonus)[pr]), rtol=1e-5)
     for k in ("obs", "action", "next_obs"):
         np.testing.assert_array_equal(out[k], batch[k])
+
+
+def test_skill_transitions_bootstrap_with_gamma_to_the_k():
+    """With skill_horizon H, a row of k low-level steps gets 1 - terminated = (1 - ended) gamma^((k - H)/H), so
+    sac's target bootstraps with gamma * that = gamma^(k/H) (gamma = hp.discount per full skill); k = H is
+    unchanged, and a terminal row stays terminal."""
+    cfg = explore.Config(agent=AGENT, prior_label="zero", labeler_hidden_sizes=(8,), rnd_hidden_sizes=(8,),
+                         rnd_features=4, skill_horizon=4)
+    batch = {**_transitions(KEY, 4, 0.0), "env_steps": jnp.array([4, 2, 1, 3]),
+             "terminated": jnp.array([False, False, False, True])}
+    hp = explore.HParams(discount=0.9)
+    out, _ = explore.relabel(explore.init_labeler(KEY, cfg, OBS, ACT), batch, jnp.zeros(4, bool), hp, cfg)
+    bootstrap = 0.9 * (1.0 - np.asarray(out["terminated"]))
+    np.testing.assert_allclose(bootstrap, [0.9, 0.9 ** 0.5, 0.9 ** 0.25, 0.0], rtol=1e-6, atol=1e-7)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="prior_label"):
+        explore.Config(prior_label="optimism")
+    with pytest.raises(ValueError, match="labeler_updates_per_step"):
+        explore.Config(agent=AGENT, labeler_updates_per_step=3)  # G = 2
+    with pytest.raises(ValueError, match="rnd_hidden_sizes"):
+        explore.Config(rnd_hidden_sizes=())
+    with pytest.raises(ValueError, match="env_steps"):
+        explore.make_train(explore.Config(agent=AGENT, skill_horizon=4), envs.make("pointmaze-umaze-jax"))
 
 
 @pytest.mark.xdist_group("pointmaze-umaze-jax")
@@ -92,7 +174,7 @@ def test_first_success_step_marks_the_first_goal_reached_online():
     prior = jax.tree.map(jnp.asarray, explore.unlabeled_prior(data["observations"], data["actions"],
                                                               data["next_observations"]))
     cfg = explore.Config(agent=sac.Config(**{**AGENT.__dict__, "start_steps": 10_000}),
-                         labeler_hidden_sizes=(32, 32), rnd_features=16)
+                         labeler_hidden_sizes=(32, 32), rnd_hidden_sizes=(32, 32), rnd_features=16)
     init, chunk, evaluate = explore.make_train(cfg, env)
     chunk = jax.jit(chunk)
     hp = explore.HParams()
@@ -122,7 +204,8 @@ def test_cli_runs_and_logs_the_exploration_metrics(tmp_path):
     out = tmp_path / "run"
     r = _run_cli("--env", "pointmaze-umaze-jax", "--method", "online-rnd", "--total-steps", "400",
                  "--agent.num-envs", "4", "--agent.chunk-steps", "50", "--agent.batch-size", "32",
-                 "--agent.hidden-sizes", "16", "16", "--labeler-hidden-sizes", "16", "--agent.start-steps", "100",
+                 "--agent.hidden-sizes", "16", "16", "--labeler-hidden-sizes", "16", "--rnd-hidden-sizes", "16",
+                 "--rnd-features", "8", "--agent.start-steps", "100",
                  "--agent.buffer-capacity", "1000", "--agent.num-critics", "2", "--run-dir", str(out),
                  "--no-progress", "--no-tensorboard", cwd=repo)
     assert r.returncode == 0, r.stderr
