@@ -69,19 +69,26 @@ def test_target_is_min_over_random_subset_of_size_m(m, expected):
 
 
 def test_entropy_backup_is_inside_the_discounted_bootstrap():
+    """y_on - y_off = -gamma * (1 - terminated) * alpha * log pi(a'|s'), exactly, for the a' that the target
+    samples (the same key gives the same a' and target subset with and without the entropy term)."""
     cfg, cfg_off = CFG, sac.Config(backup_entropy=False, **SMALL)
-    hp = sac.HParams(discount=0.9)
+    hp = sac.HParams(discount=0.9, init_temperature=0.3)
     agent = init_agent(KEY, cfg, hp, 6, 2)
     batch = _batch(KEY, n=8)
     batch["terminated"] = jnp.arange(8) % 2 == 0
     target = jax.jit(sac.critic_target, static_argnums=4)
-    y_on, y_off = (target(agent, batch, KEY, hp, c) for c in (cfg, cfg_off))
-    np.testing.assert_allclose(y_on[::2], y_off[::2])  # terminated: the entropy term is discounted away too
-    assert np.all(np.abs(y_on[1::2] - y_off[1::2]) > 1e-4)
-    # The term is -gamma * alpha * log pi: linear in alpha (same key = same a' and subset).
-    agent2 = agent.replace(temp_params=jax.tree.map(lambda p: p + jnp.log(2.0), agent.temp_params))
-    y_on2 = target(agent2, batch, KEY, hp, cfg)
-    np.testing.assert_allclose(y_on2 - y_off, 2.0 * (y_on - y_off), rtol=1e-4, atol=1e-5)
+    y_on, y_off = (np.asarray(target(agent, batch, KEY, hp, c), np.float64) for c in (cfg, cfg_off))
+    # log pi(a'|s') of the target's own sample: the actor's draw with the target's action key
+    k_action, _ = jax.random.split(KEY)
+    _, log_prob = jax.jit(lambda p, o: sac.actor_net(cfg, 2).apply(p, o).sample_and_log_prob(k_action))(
+        agent.actor_params, batch["next_obs"])
+    alpha = float(sac.temperature(agent))
+    assert alpha == pytest.approx(0.3, rel=1e-6)
+    log_prob = np.asarray(log_prob, np.float64)
+    assert np.all(np.abs(log_prob) > 0.1)  # the term is visible
+    expected = -0.9 * alpha * log_prob * (1.0 - np.asarray(batch["terminated"], np.float64))
+    np.testing.assert_allclose(y_on - y_off, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y_on[::2], y_off[::2])  # terminated: the entropy term is discounted away too
 
 
 def test_single_critic_update_decreases_td_error():
@@ -171,6 +178,28 @@ def test_train_chunk_warmup_buffer_contents_and_episode_stats():
     assert set(ev) == {"eval_return", "eval_success"}
     # Sparse reward (1 on success, which terminates): an episode's return is 0 or 1.
     assert 0.0 <= float(ev["eval_return"]) <= 1.0 and 0.0 <= float(ev["eval_success"]) <= 1.0
+
+
+def test_train_chunk_samples_half_of_every_minibatch_from_the_prior():
+    """A prior whose rewards are all 1000 (the maze's are 0 or 1): with the critic frozen (lr 0), the chunk's mean
+    critic target is ~ 500 = the mean reward of minibatches that are half prior, half online. A chunk that ignored
+    the prior would read ~0; one that sampled only the prior, ~1000."""
+    env = envs.make("pointmaze-umaze-jax")
+    cfg = sac.Config(num_envs=4, chunk_steps=10, buffer_capacity=64, batch_size=8, start_steps=8,
+                     hidden_sizes=(16, 16), updates_per_step=2)
+    init_carry, train_chunk, _ = sac.make_train(cfg, env)
+    hp = sac.HParams(critic_lr=0.0, actor_lr=0.0, temp_lr=0.0)
+    n = 256
+    k = jax.random.split(jax.random.PRNGKey(4), 3)
+    prior = {"obs": jax.random.normal(k[0], (n, 6)), "action": jax.random.uniform(k[1], (n, 2), minval=-1, maxval=1),
+             "reward": jnp.full((n,), 1000.0), "next_obs": jax.random.normal(k[2], (n, 6)),
+             "terminated": jnp.zeros(n, bool), "truncated": jnp.zeros(n, bool)}
+    carry = jax.jit(init_carry)(KEY, hp)
+    carry, m = jax.jit(train_chunk)(carry, hp, prior)
+    assert int(m["updates_in_chunk"]) == 8
+    assert 450.0 < float(m["target_q_mean"]) < 550.0, float(m["target_q_mean"])
+    # the prior is read, never stored: the online buffer holds only env transitions (maze rewards 0 or 1)
+    assert int(carry.buffer.size) == 40 and float(jnp.max(carry.buffer.data["reward"])) <= 1.0
 
 
 def _uniform_random_policy(env, key, episodes):
