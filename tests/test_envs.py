@@ -289,6 +289,30 @@ def test_mjx_maze_model_is_built_from_the_layout():
     assert (mj_model.opt.iterations, mj_model.opt.ls_iterations) == (env.solver_iterations, env.ls_iterations)
 
 
+def test_maze_start_and_goal_cells_are_parsed_and_move_the_task():
+    """`start_cell` / `goal_cell` as (row, col) or "row,col" (the CLI's --env-options goal_cell=1,5)."""
+    env = envs.make("pointmaze-medium-jax", start_cell="6,1", goal_cell=(1, 5))
+    base = env.unwrapped
+    assert base.start_cell == (6, 1) and base.goal_cell == (1, 5)
+    states = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.key(0), 8))
+    np.testing.assert_allclose(states.obs[:, :2], np.broadcast_to(base.spec.cell_center((6, 1)), (8, 2)),
+                               atol=base.start_noise + 1e-6)
+    np.testing.assert_array_equal(states.obs[:, 4:], np.broadcast_to(base.spec.cell_center((1, 5)), (8, 2)))
+    # random_start keeps the chosen goal; the defaults are S and G
+    random_start = envs.make("pointmaze-medium-jax", task="random_start", goal_cell="1,5")
+    goals = jax.jit(jax.vmap(random_start.reset))(jax.random.split(jax.random.key(1), 8)).obs[:, 4:]
+    np.testing.assert_array_equal(goals, np.broadcast_to(base.spec.cell_center((1, 5)), (8, 2)))
+    default = envs.make("pointmaze-medium-jax").unwrapped
+    assert default.start_cell_rc == (1, 1) and default.goal_cell_rc == (6, 6)
+    assert PointMazeMjx(layout="medium", start_cell="6,1", goal_cell=[1, 5]).start_cell == (6, 1)  # the MJX twin
+    bad_cells = ["0,0", (3, 0), "8,1", (1, 8), (-2, 1), "1", "1,2,3", "a,b", 7]  # walls, outside, malformed
+    for name in ("start_cell", "goal_cell"):
+        for bad in bad_cells:
+            with pytest.raises(ValueError, match=rf"{name}=.* is not a free cell \(row,col\) of the medium maze; "
+                                                 r"free cells: \[\(1, 1\), \(1, 2\)"):
+                envs.make("pointmaze-medium-jax", **{name: bad})
+
+
 # ---- errors -----------------------------------------------------------------------------------------------------
 def test_clear_errors_for_bad_names_options_layouts_and_tasks():
     with pytest.raises(ValueError, match="Unknown environment 'pointmaze-huge'.*pointmaze-umaze"):

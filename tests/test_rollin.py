@@ -202,6 +202,62 @@ def test_roll_in_transitions_can_be_kept_out_of_the_buffer():
     np.testing.assert_array_equal(carry.buffer.data["action"][22:], 0.0)  # never written
 
 
+def test_rollin_actor_is_the_actor_copied_at_a_stage_advance_and_only_then():
+    """The roll-in actor is planted to differ from the (frozen, actor_lr = 0) actor. With no advance (threshold
+    above 1) it stays as planted; when the stage advances (threshold 0: after the first 2 counted episodes, at
+    step 8) it becomes a copy of the actor."""
+    init_carry, train_chunk, _ = trainer(rollin=True)
+    hp = rollin.HParams(beta=0.0, actor_lr=0.0, advance_threshold=0.0)
+    carry = init_carry(KEY, hp)
+    planted = _constant_actor(carry.agent.actor_params, 0.6)
+    carry = carry.replace(rollin_actor=planted)
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert not same(planted, carry.agent.actor_params)
+
+    stayed, m = train_chunk(carry, hp.replace(advance_threshold=2.0))
+    assert int(stayed.stage) == 0 and float(m["stage_advances"]) == 0
+    assert same(stayed.rollin_actor, planted)
+
+    advanced, m = train_chunk(carry, hp)
+    assert int(advanced.stage) == 1 and float(m["stage_advances"]) == 1
+    assert same(advanced.rollin_actor, advanced.agent.actor_params)
+    assert same(advanced.agent.actor_params, carry.agent.actor_params)  # (the actor itself is frozen)
+
+
+def test_rolled_in_episodes_are_left_out_of_the_advance_statistics():
+    """Stage 1, beta = 1, h ~ Geometric(0.4) (P(h = 0) = 0.4): the roll-in policy acts +0.6, the current one -0.6,
+    so the buffer shows which episodes began with a roll-in. The stage statistic counts exactly the finished
+    episodes that began without one; `episode_count` counts every episode that finished on the current task."""
+    init_carry, train_chunk, _ = trainer(rollin=True)
+    hp = rollin.HParams(beta=1.0, rollin_gamma=0.6, actor_lr=0.0, advance_threshold=2.0)
+    carry = init_carry(KEY, hp)
+    carry = _staged(carry, [0, 0, 0, 0], _constant_actor(carry.agent.actor_params, 0.6),
+                    _constant_actor(carry.agent.actor_params, -0.6))
+    episodes = 0
+    for _ in range(4):
+        carry, m = train_chunk(carry, hp)
+        episodes += int(m["episode_count"])
+    steps = 4 * 10
+    data = jax.tree.map(lambda x: np.asarray(x[:steps * 4]).reshape(steps, 4, *x.shape[1:]), carry.buffer.data)
+    rolling = data["action"][..., 0] > 0  # (step, env): +0.6 is the roll-in policy
+    assert np.all(np.abs(np.abs(data["action"]) - 0.6) < 1e-3)
+    done = data["terminated"] | data["truncated"]
+    counted = finished = finished_after_rollin = 0
+    for i in range(4):
+        began_with_rollin = False  # the first episodes start with rollin_left = 0
+        for t in range(steps):
+            if t == 0 or done[t - 1, i]:
+                began_with_rollin = bool(rolling[t, i])
+            if done[t, i] and not rolling[t, i]:  # ended on a task step: a finished task-1 episode
+                finished += 1
+                counted += not began_with_rollin
+                finished_after_rollin += began_with_rollin
+    assert int(carry.stage) == 1
+    assert finished_after_rollin > 0 and counted > 0  # both kinds occurred
+    assert episodes == finished
+    assert int(carry.stats.episodes) == counted, (int(carry.stats.episodes), counted, finished)
+
+
 # ---- the task wrappers -----------------------------------------------------------------------------------------
 
 def test_maze_goals_lie_on_the_shortest_path_and_end_at_G():
@@ -262,6 +318,41 @@ def test_target_velocity_reward_success_and_context():
     np.testing.assert_allclose([s.reward, s.info["success"]], [1.0, 1.0])
     s = env.step(s, jnp.array([-1.0]))  # v = -2: bounded below by 0
     assert float(s.reward) == 0.0
+
+
+@pytest.mark.slow
+def test_target_velocity_on_a_brax_env():
+    """halfcheetah (MJX): the target is appended to brax's observation, the reward is max(0, 1 - |v_x - v*|) with
+    v_x brax's own x-velocity metric (not brax's reward), success follows the EMA of v_x; physics untouched."""
+    env = rollin.target_velocity(envs.make("halfcheetah", max_steps=50), max_velocity=1.5, num_stages=3)
+    assert env.contexts == ((0.5,), (1.0,), (1.5,))
+    assert env.observation_size == env.env.observation_size + 1
+    actions = jax.random.uniform(jax.random.PRNGKey(2), (25, env.action_size), minval=-1.0, maxval=1.0)
+
+    def rollout(key):
+        first = env.reset(key)
+        state = env.set_context(first, env.context_table()[0])
+
+        def step(s, a):
+            s = env.step(s, a)
+            return s, (s.obs, s.physics.obs, s.reward, s.physics.reward, s.physics.metrics["x_velocity"],
+                       s.info["velocity"], s.info["success"], s.terminated)
+        return first.obs, jax.lax.scan(step, state, actions)[1]
+
+    first_obs, (obs, brax_obs, reward, brax_reward, v, ema, success, terminated) = jax.device_get(
+        jax.jit(rollout)(jax.random.PRNGKey(0)))
+    assert first_obs[-1] == 1.5  # a plain reset is the final task
+    np.testing.assert_array_equal(obs[:, -1], 0.5)
+    np.testing.assert_array_equal(obs[:, :-1], brax_obs)
+    assert np.abs(v).max() > 0.05  # it moved
+    np.testing.assert_allclose(reward, np.maximum(0.0, 1.0 - np.abs(v - 0.5)), rtol=1e-5, atol=1e-6)
+    assert 0.0 < reward.max() and not np.allclose(reward, brax_reward)
+    expected_ema = np.zeros(len(v))
+    for t in range(len(v)):
+        expected_ema[t] = 0.95 * (expected_ema[t - 1] if t else 0.0) + 0.05 * v[t]
+    np.testing.assert_allclose(ema, expected_ema, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(success, (np.abs(expected_ema - 0.5) < 0.5).astype(np.float32))
+    assert not terminated.any()  # halfcheetah never terminates
 
 
 # ---- the experiment ------------------------------------------------------------------------------------------
