@@ -215,3 +215,108 @@ def test_cli_runs_and_logs_the_exploration_metrics(tmp_path):
                    cwd=repo)
     assert bad.returncode == 2 and "Prior data" in bad.stderr and "dataset" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+# ---- the labeller and the labels inside train_chunk ---------------------------------------------------------
+
+def _train(cfg, env, prior, chunks, hp, key=KEY):
+    init, chunk, _ = explore.make_train(cfg, env)
+    chunk = jax.jit(chunk)
+    carry, history = init(key, hp), []
+    for _ in range(chunks):
+        carry, m = chunk(carry, hp, prior)
+        history.append(jax.device_get(m))
+    return carry, history
+
+
+def _prior(n=1000):
+    """Synthetic reward-free prior rows in the maze's observation layout (their content is not under test)."""
+    obs, action = _maze_scale_inputs(jax.random.PRNGKey(7), n)
+    return {"obs": obs, "action": action, "next_obs": obs, "reward": jnp.zeros(n), "terminated": jnp.zeros(n, bool),
+            "truncated": jnp.zeros(n, bool)}
+
+
+SMALL = sac.Config(num_envs=4, chunk_steps=25, batch_size=32, buffer_capacity=4096, hidden_sizes=(16, 16),
+                   num_critics=2, num_target_critics=1, critic_layernorm=True, updates_per_step=2, start_steps=100,
+                   eval_episodes=2, backup_entropy=False)
+
+
+@pytest.mark.xdist_group("pointmaze-umaze-jax")
+def test_reward_model_learns_the_online_rewards_inside_train_chunk():
+    """Dense reward (minus the distance to the goal, in [-3.5, 0]) on the u-maze: after a few chunks the reward
+    model, trained only on the online halves of the minibatches, predicts the buffer's rewards far better than
+    their variance, and its loss has fallen. Fed the prior half (placeholders, reward 0) it would predict ~0 and
+    its error would be E[r^2] >> Var[r]."""
+    env = envs.make("pointmaze-umaze-jax", reward_type="dense", task="random")
+    cfg = explore.Config(agent=SMALL, labeler_hidden_sizes=(32, 32), rnd_hidden_sizes=(16,), rnd_features=8)
+    hp = explore.HParams(labeler_lr=3e-3)
+    carry, history = _train(cfg, env, _prior(), 8, hp)
+    losses = [float(m["reward_model_loss"]) for m in history if m["num_updates"] > 0]
+    assert losses[-1] < 0.3 * losses[0], losses
+    data = jax.tree.map(lambda x: x[:int(carry.buffer.size)], carry.buffer.data)
+    r = np.asarray(data["reward"])
+    predicted = np.asarray(explore.predicted_reward(carry.labeler, data["obs"], data["action"], cfg))
+    mse = float(np.mean((predicted - r) ** 2))
+    assert r.var() > 0.1 and mse < 0.2 * r.var() < 0.2 * np.mean(r ** 2), (mse, r.var(), np.mean(r ** 2))
+    assert history[-1]["num_updates"] > 0 and float(history[-1]["rnd_model_loss"]) > 0
+
+
+@pytest.mark.xdist_group("pointmaze-large-jax")
+@pytest.mark.parametrize("label,online_bonus", [("min", True), ("zero", False)])
+def test_labels_and_online_bonus_in_training(label, online_bonus):
+    """The large maze from S: no goal is reached in 500 steps, so every online reward is 0 and the chunk metrics
+    pin the labels used in training: prior rows get r_min + beta b ("min") or exactly 0, never terminal ("zero");
+    online rows get beta b with `online_bonus`, else their reward 0."""
+    env = envs.make("pointmaze-large-jax")
+    cfg = explore.Config(agent=SMALL, prior_label=label, online_bonus=online_bonus, labeler_hidden_sizes=(16,),
+                         rnd_hidden_sizes=(16,), rnd_features=8)
+    hp = explore.HParams(rnd_coef=3.0, min_reward=-0.5)
+    _, history = _train(cfg, env, _prior(), 5, hp)
+    m = history[-1]
+    assert m["num_updates"] > 0 and m["first_success_step"] == -1
+    bonus_prior, bonus_online = float(m["rnd_bonus_prior"]), float(m["rnd_bonus_online"])
+    assert bonus_prior > 0 and bonus_online > 0
+    if label == "min":
+        np.testing.assert_allclose(float(m["prior_reward"]), -0.5 + 3.0 * bonus_prior, rtol=1e-4)
+        assert 0.0 < float(m["prior_terminated"]) < 1.0  # the soft label of the (untrained: no terminal) classifier
+    else:
+        assert float(m["prior_reward"]) == 0.0 and float(m["prior_terminated"]) == 0.0
+    np.testing.assert_allclose(float(m["online_reward"]), 3.0 * bonus_online if online_bonus else 0.0, rtol=1e-4)
+
+
+# ---- maze prior data for the exploration experiments ------------------------------------------------------
+
+def test_exploration_task_adds_the_layout_goal_unless_given():
+    assert maze_data.exploration_task("pointmaze-large-jax", {}) == {"goal_cell": (7, 4)}
+    assert maze_data.exploration_task("pointmaze-large", {"task": "fixed"}) == {"task": "fixed", "goal_cell": (7, 4)}
+    assert maze_data.exploration_task("pointmaze-large-jax", {"goal_cell": "7,9"}) == {"goal_cell": "7,9"}
+    assert maze_data.exploration_task("pointmaze-umaze-jax", {"a": 1}) == {"a": 1}
+    assert maze_data.exploration_task("hopper", {}) == {}
+
+
+def test_retarget_and_load_reward_free(tmp_path):
+    from envs import datasets
+    data = maze_data.diverse_dataset("umaze", 400, seed=0, num_envs=4, chunk_steps=100)
+    assert data["terminals"].any() and data["timeouts"].any()
+    env = envs.make("pointmaze-umaze-jax", goal_cell=(3, 3))
+    original = {k: v.copy() for k, v in data.items()}
+    out = maze_data.retarget(data, env)
+    for k in ("observations", "next_observations"):
+        np.testing.assert_array_equal(out[k][:, 4:6], np.broadcast_to([3.0, 3.0], (400, 2)))  # (x, y) of (3, 3)
+        np.testing.assert_array_equal(out[k][:, :4], data[k][:, :4])
+        np.testing.assert_array_equal(data[k], original[k])  # the input is not modified
+    np.testing.assert_array_equal(np.asarray(data["observations"][:, 4:6]), 1.0)  # generated for G = (1, 1)
+    assert maze_data.retarget(data, envs.make("pointmaze-umaze-jax", task="random")) is data
+    assert maze_data.retarget(data, envs.make("inverted_pendulum")) is data
+
+    path = tmp_path / "prior.hdf5"
+    datasets.save_dataset(path, data)
+    loaded = maze_data.load_reward_free("pointmaze-umaze-jax", env, 400, str(path))
+    assert "rewards" not in loaded
+    np.testing.assert_array_equal(loaded["terminals"], data["terminals"] | data["timeouts"])
+    np.testing.assert_array_equal(loaded["observations"], out["observations"])
+    np.testing.assert_array_equal(loaded["actions"], data["actions"])
+    with pytest.raises(datasets.DatasetError):
+        maze_data.load_reward_free("pointmaze-umaze-jax", envs.make("inverted_pendulum"), 400, str(path))
+    with pytest.raises(ValueError, match="explicit dataset path"):
+        maze_data.load_reward_free("hopper", env, 400)

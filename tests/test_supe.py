@@ -135,6 +135,40 @@ def test_vae_loss_matches_its_equation_and_batches():
     assert mean.shape == log_std.shape == (6, 3, 2)  # 6 x 3 one-step segments
 
 
+def test_vae_kl_and_nll_match_closed_forms_computed_independently():
+    """metrics["nll"] = batch mean of sum_t sum_a -log N(a; mean, std^2) (scipy's logpdf) at the reparameterised z
+    of the same key, and metrics["kl"] = the batch mean of KL(q || p) for full-covariance Gaussians with diagonal
+    matrices (trace / quadratic / log-det form), also matched by a Monte-Carlo estimate E_q[log q - log p]."""
+    from scipy import stats
+    cfg = supe.SkillConfig(horizon=3, latent_size=2, hidden_sizes=TINY)
+    params = _vae_params(5, 2, latent_size=2, horizon=3)
+    batch = {"obs": jax.random.normal(KEY, (6, 3, 5)),
+             "action": jax.random.uniform(jax.random.PRNGKey(1), (6, 3, 2), minval=-1)}
+    key, hp = jax.random.PRNGKey(3), supe.SkillHParams(kl_coef=0.5)
+    loss, metrics = jax.jit(supe.vae_loss, static_argnums=(4, 5))(params, batch, key, hp, cfg, 2)
+    vae = supe.vae_net(cfg, 2)
+    mq, lsq = (np.asarray(x, np.float64) for x in vae.apply(params, batch["obs"], batch["action"],
+                                                             method=TrajectoryVAE.encode))
+    mp, lsp = (np.asarray(x, np.float64) for x in vae.apply(params, batch["obs"][:, 0], method=TrajectoryVAE.prior))
+    z = mq + np.exp(lsq) * np.asarray(jax.random.normal(key, mq.shape))  # the draw vae_loss makes with `key`
+    am, als = (np.asarray(x, np.float64) for x in vae.apply(
+        params, batch["obs"], jnp.asarray(np.repeat(z[:, None], 3, 1), jnp.float32), method=TrajectoryVAE.decode))
+    nll = -stats.norm.logpdf(np.asarray(batch["action"], np.float64), am, np.exp(als)).sum((1, 2))
+    kl = []
+    for i in range(6):
+        sq, sp = np.diag(np.exp(2 * lsq[i])), np.diag(np.exp(2 * lsp[i]))
+        d, sp_inv = mp[i] - mq[i], np.linalg.inv(sp)
+        kl.append(0.5 * (np.trace(sp_inv @ sq) + d @ sp_inv @ d - 2 + np.log(np.linalg.det(sp) / np.linalg.det(sq))))
+    kl = np.array(kl)
+    np.testing.assert_allclose(float(metrics["nll"]), nll.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["kl"]), kl.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), nll.mean() + 0.5 * kl.mean(), rtol=1e-5)
+    samples = mq[0] + np.exp(lsq[0]) * np.random.default_rng(0).standard_normal((200_000, 2))
+    mc = (stats.multivariate_normal(mq[0], np.diag(np.exp(2 * lsq[0]))).logpdf(samples)
+          - stats.multivariate_normal(mp[0], np.diag(np.exp(2 * lsp[0]))).logpdf(samples)).mean()
+    np.testing.assert_allclose(mc, kl[0], rtol=0.03, atol=0.01)
+
+
 # ---- using the skills ---------------------------------------------------------------------------------------
 
 def test_high_level_transitions_and_prior_actions():
@@ -213,6 +247,71 @@ def test_skill_step_runs_h_low_level_steps_with_discounted_reward():
     assert not bool(s1.done)
     for key, value in s0.info.items():  # AutoReset selects between reset and step infos: same shapes/dtypes
         assert (value.shape, value.dtype) == (s1.info[key].shape, s1.info[key].dtype), key
+
+
+def test_skill_reward_is_shifted_per_low_level_step_inside_the_discounted_sum():
+    env = dataclasses.replace(_skill_env(), reward_shift=-1.0)
+    _, s1, _ = _two_steps(env)
+    np.testing.assert_allclose(float(s1.reward), 0 + 0.9 * 1 + 0.81 * 2 + 0.729 * 3, rtol=1e-6)
+    assert float(s1.info["segment_return"]) == 10.0  # unshifted
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionRewardEnv(CountingEnv):
+    """CountingEnv whose reward is the action applied: a skill's undiscounted reward is the sum of its actions."""
+
+    def step(self, state, action):
+        return super().step(state, action).replace(reward=action[0])
+
+
+def test_low_level_actions_are_sampled_from_the_decoder():
+    """sample_actions=True (the reference) draws a ~ N(tanh(m), sigma^2) clipped to [-1, 1] at every low-level step
+    with keys from the state's rng; False replays the decoder mean. With sigma = e^-5 the samples sit on the mean."""
+    params = _vae_params(1, 1, 2)
+    make = lambda p, sample: supe.SkillEnv(envs.TimeLimit(ActionRewardEnv(), max_steps=100), p, horizon=4,
+                                           latent_size=2, hidden_sizes=TINY, discount=1.0, sample_actions=sample)
+    u = jnp.full(2, 0.3)
+    step = lambda env, key: jax.jit(lambda k: env.step(env.reset(k), u).reward)(key)
+    decoder = supe.vae_net(supe.SkillConfig(latent_size=2, hidden_sizes=TINY), 1)
+    means = decoder.apply(params, jnp.arange(4.0)[:, None], jnp.broadcast_to(jnp.arctanh(u), (4, 2)),
+                          method=TrajectoryVAE.decode)[0]
+    np.testing.assert_allclose(float(step(make(params, False), KEY)), float(means.sum()), rtol=1e-5)
+    sampled = [float(step(make(params, True), jax.random.PRNGKey(i))) for i in range(3)]
+    assert len(set(sampled)) == 3 and all(abs(r - float(means.sum())) > 1e-3 for r in sampled)
+    out = params["params"]["decoder"]["dense_out"]  # log-std head -> -5: sigma = e^-5
+    sharp = {**out, "bias": out["bias"].at[1].set(-5.0), "kernel": out["kernel"].at[:, 1].set(0.0)}
+    sharp = {"params": {**params["params"], "decoder": {**params["params"]["decoder"], "dense_out": sharp}}}
+    np.testing.assert_allclose(float(step(make(sharp, True), KEY)), float(means.sum()), atol=0.05)
+
+
+def test_a_skill_cut_short_by_the_time_limit_bootstraps_with_gamma_to_the_k():
+    """Low-level episodes of 6 steps with H = 4: skills of k = 4, then k = 2 truncated by the time limit. The
+    buffer stores k, and the critic target of the truncated skill bootstraps with gamma^2 (not gamma^4 = the
+    high level's discount): y(k) = gamma^k Q̄(s', a') against the same rows with k = H (same a')."""
+    from algos import explore
+    low = envs.TimeLimit(CountingEnv(), max_steps=6)
+    agent = sac.Config(num_envs=1, chunk_steps=6, batch_size=4, buffer_capacity=16, hidden_sizes=TINY,
+                       start_steps=10_000, updates_per_step=1, eval_episodes=1)
+    cfg = supe.Config(skills=supe.SkillConfig(latent_size=2, hidden_sizes=TINY), discount=0.8,
+                      explore=explore.Config(agent=agent, prior_label="zero", labeler_hidden_sizes=(8,),
+                                             rnd_hidden_sizes=(8,), rnd_features=4))
+    init, chunk, _ = supe.make_train(cfg, low, _vae_params(1, 1, 2))
+    hp = explore.HParams(discount=supe.high_level_discount(cfg))
+    assert abs(float(hp.discount) - 0.8 ** 4) < 1e-7
+    carry, _ = jax.jit(chunk)(init(KEY, hp), hp)
+    rows = jax.tree.map(lambda x: x[:6], carry.buffer.data)
+    np.testing.assert_array_equal(rows["env_steps"], [4, 2, 4, 2, 4, 2])
+    np.testing.assert_array_equal(rows["truncated"], [False, True] * 3)
+    e_cfg = dataclasses.replace(cfg.explore, skill_horizon=4)
+    labeler = explore.init_labeler(KEY, e_cfg, 1, 2)
+    online = jnp.zeros(6, bool)
+    zero_reward = {**rows, "reward": jnp.zeros(6)}
+    relabelled, _ = explore.relabel(labeler, zero_reward, online, hp, e_cfg)
+    full, _ = explore.relabel(labeler, {**zero_reward, "env_steps": jnp.full(6, 4)}, online, hp, e_cfg)
+    target = lambda b: np.asarray(sac.critic_target(carry.agent, b, KEY, hp, agent))
+    y, y_full = target(relabelled), target(full)  # y_full = gamma^4 Q̄(s', a'), the same a' (same key)
+    np.testing.assert_allclose(y, y_full * 0.8 ** (np.asarray(rows["env_steps"]) - 4.0), rtol=1e-5)
+    assert np.all(np.abs(y_full) > 1e-3)  # a non-trivial bootstrap
 
 
 @pytest.mark.parametrize("kwargs, flag", [({"terminate_at": 6}, "terminated"), ({"max_steps": 6}, "truncated")])
@@ -294,9 +393,10 @@ def test_online_high_level_training_counts_low_level_steps_and_labels_prior_segm
     prior = jax.tree.map(jnp.asarray, explore.unlabeled_prior(high["obs"], high["action"], high["next_obs"]))
     agent = sac.Config(num_envs=2, chunk_steps=10, batch_size=16, buffer_capacity=256, hidden_sizes=TINY,
                        start_steps=40, updates_per_step=1, eval_episodes=2)
-    cfg = supe.Config(skills=skills, explore=explore.Config(agent=agent, labeler_hidden_sizes=TINY, rnd_features=4))
+    cfg = supe.Config(skills=skills, explore=explore.Config(agent=agent, labeler_hidden_sizes=TINY,
+                                                            rnd_hidden_sizes=TINY, rnd_features=4))
     init, chunk, evaluate = supe.make_train(cfg, env, params)
-    hp = explore.HParams(discount=0.99**4)
+    hp = explore.HParams(discount=supe.high_level_discount(cfg))
     carry = init(KEY, hp)
     carry, m = jax.jit(chunk)(carry, hp, prior)
     assert int(m["env_steps"]) == 2 * 10 * 4  # num_envs x chunk_steps x H low-level steps
