@@ -10,14 +10,40 @@ lowest validation TD error collect the data.
 Equations (agent k with critics Q^k_1..Q^k_E, Polyak targets Q̄^k, policy pi^k, temperature alpha^k; sac.py's):
   target      y^k(s, a, r, s') = r~ + gamma (1 - terminated) (min_{j in M} Q̄^k_j(s', a') - alpha^k log pi^k(a'|s')),
               a' ~ pi^k(.|s'): the agent's OWN target critics and policy (sac.py's target, regularisers applied)
-  TD error    TD^k(D) = mean over (s, a, r, s') in D and members i of (Q^k_i(s, a) - y^k)^2   (dropout off)
+  TD error    e^k(x) = mean over members i of (Q^k_i(s, a) - y^k)^2 for a transition x   (dropout off)
+              TD^k(D)  = mean over x in D of e^k(x)                                          (raw MSE)
+              nTD^k(D) = TD^k(D) / (Var_{x in D}[y^k(x)] + 1e-6)                             (normalised)
   validation  D_val = the held-out transitions: each incoming transition goes to D_val with probability p
               (drawn per transition from the carry's rng) and to the training buffer D_train otherwise;
               D_val is NEVER sampled for a gradient step.
-  selection   every `selection_period` transitions:  actor <- argmin_k TD^k(D_val)
+  score       S^k = nTD^k(D_val) (hp.normalize_td = 1, the default) or TD^k(D_val) (hp.normalize_td = 0)
+  selection   every `selection_period` transitions, with c the acting agent and k* = argmin_k S^k:
+                  actor <- k*  if  S^{k*} < (1 - m) S^c  (m = hp.switch_margin),  else actor stays c
               (`hp.fixed_agent = i >= 0` pins actor = i instead: "agent i alone", in the same program)
   training    every agent does SAC/RLPD updates (G critic steps, one actor and one temperature step per env step)
               on its own minibatches from the shared D_train, whichever agent acted.
+
+Why the normalised score is the default. The raw MSE is in squared value units, so it grows with the scale of the
+values: an agent that has learned larger (more accurate, on a task whose returns grow as it improves) values has a
+larger TD error at the same relative fit, and the argmin favours the agent that has learned least (our
+inverted_pendulum table: the acting agent at 60 return while the others were at 80-93). nTD is the fraction of
+the variance of the agent's OWN validation targets that its critic fails to explain (1 - R^2 of Q ~ y on D_val):
+invariant to any affine change of the value scale (reward scale c and offset b map Q, y to cQ + b', y' alike, so
+both TD and Var(y) scale by c^2), 0 for a perfect held-out fit, ~1 for a critic no better than a constant. Why
+the variance and not the mean square E[y^2]: E[y^2] is not shift-invariant, so an agent with a large constant
+offset in its values (negative step rewards, or plain over-estimation) would get a small score whatever its fit,
+which rewards over-estimation. The floor 1e-6 only matters when all of an agent's targets are equal. What nTD does
+not do: it does not penalise a diverging critic whose targets grow without bound but which tracks them (raw MSE
+does); the raw criterion stays available (hp.normalize_td = 0) and both are logged (val_td_<k>, val_td_norm_<k>).
+
+Why a switching margin, and 0.1. Each switch changes the data collector, and the new agent's policy acts on states
+its own critic has fitted no better than the others' (they share the buffer). Validation scores of differently
+regularised agents are often within a few percent of each other (our inverted_pendulum run: within ~20%, with
+the argmin flipping every one or two selection periods), and those few percent are estimation noise: the held-out
+set is a few hundred to a few thousand transitions, and for Gaussian residuals the relative standard error of a
+mean of n squared errors is sqrt(2 / n) (~4.5% at n = 1000, more with heavy-tailed TD errors). A relative margin of
+0.1 (about two standard errors at n = 1000) keeps the acting agent unless another one is clearly better; it is a
+sweepable HParams field (`--sweep.switch-margin 0,0.05,0.1,0.2`), 0 gives the plain argmin.
 
 Regularisers, per agent, are ARRAYS in `HParams` (one entry per agent), read at call time, so one compiled
 program holds every variant and a population can sweep them: `layernorm` (0/1 gate of LayerNorm in every hidden
@@ -27,18 +53,22 @@ a leading axis and updated with `jax.vmap`; the acting policy is `sac.act` of th
 traced `carry.actor` (no Python branching anywhere).
 
 Defaults: 4 agents (none | LayerNorm | LayerNorm + dropout 0.01 | weight decay 0.1), validation fraction 0.1,
-selection every 1000 transitions, TD errors estimated on 1024 transitions drawn from each buffer, UTD 2 (8 critic
-steps per step of 4 envs), SAC defaults otherwise (see algos/sac.py). Dropout 0.01 is DroQ's (Hiraoka et al.,
-ICLR 2022); weight decay is decoupled, so a kernel shrinks by the fraction lr * wd per step (0.1 -> 3e-5).
+selection every 1000 transitions with the normalised score and margin 0.1, TD errors on up to 1024 transitions of
+each buffer, UTD 2 (8 critic steps per step of 4 envs), SAC defaults otherwise (see algos/sac.py). Dropout 0.01 is
+DroQ's (Hiraoka et al., ICLR 2022); weight decay is decoupled, so a kernel shrinks by the fraction lr * wd per step
+(0.1 -> 3e-5). experiments/avtd.py has presets for the UTD (`--preset high-utd`: UTD 8 on the CPU; `--preset
+paper`: the paper's scale, GPU).
 
 Where this departs from the reference (the paper's text; we did not have its code, so details it does not pin
 down here are our choices):
+  * The selection score is, by default, the NORMALISED validation TD error with a switching margin (see above);
+    the paper compares raw validation TD errors by plain argmin (`--hp.normalize-td 0 --hp.switch-margin 0`).
   * Selection happens at chunk boundaries, so `selection_period` must be a multiple of the chunk's transitions
     (num_envs * chunk_steps): the validation TD error is then computed once per chunk (it is also logged every
     chunk) instead of inside the env-step scan, where under a population vmap a `lax.cond` would run it every step.
-  * TD errors are estimated on a uniform sample (with replacement) of `td_batch_size` transitions from each buffer
-    (the same estimator for training and validation, dropout off, common random numbers across agents), not on the
-    whole held-out set.
+  * TD errors are the exact mean over a buffer while it holds at most `td_batch_size` transitions, else a uniform
+    sample (with replacement) of `td_batch_size` of them (the same estimator for training and validation, dropout
+    off, the same rows and random numbers for every agent), not always the whole held-out set. One a' per row.
   * Regularisers act on the critics only (the actor is a plain MLP), following the paper's focus on the TD error.
     Dropout is on in every training-time critic call (online critic, target critic, actor's Q), as RLPD/DroQ do.
   * The held-out transitions are lost to training for every agent, AVTD or fixed: fixed agents are compared on the
@@ -75,7 +105,8 @@ class Config:
     selection_period: int = 1000
     """Transitions between selections; a multiple of agent.num_envs * agent.chunk_steps."""
     td_batch_size: int = 1024
-    """Transitions drawn from each buffer to estimate the training and validation TD errors."""
+    """Rows of each buffer the training and validation TD errors are estimated on: all of them while the buffer
+    holds at most this many, else this many drawn uniformly with replacement."""
     eval_all_agents: bool = True
     """Evaluate every agent's policy (eval_return_<k>), not only the acting one's."""
 
@@ -110,6 +141,13 @@ class HParams(sac.HParams):
     """p: probability that an incoming transition is held out for validation (never trained on)."""
     fixed_agent: float = -1.0
     """-1: AVTD selection. i >= 0: agent i always acts ("agent i alone"; all agents still train)."""
+    normalize_td: float = 1.0
+    """Selection criterion. 1: each agent's validation TD error divided by the variance of its own validation
+    targets (scale-free, the default); 0: the raw validation MSE (the paper's quantity, scale-dependent). A traced
+    gate: values in between interpolate, so both criteria can run in one population."""
+    switch_margin: float = 0.1
+    """Relative hysteresis: at a selection, switch from the acting agent c to the best agent k only if
+    score_k < (1 - margin) * score_c. 0: plain argmin every selection period."""
 
 
 @struct.dataclass
@@ -158,14 +196,68 @@ def critic_target(agent: sac.AgentState, batch: dict, key: jax.Array, reg: Regul
 
 
 def td_errors(agent: sac.AgentState, batch: dict, key: jax.Array, reg: Regularizer, hp: HParams,
-              cfg: Config) -> jax.Array:
-    """Per transition, the mean over the E critics of (Q_i(s, a) - y)^2, dropout off (evaluation mode); shape (B,).
-
-    TD(D) is its mean over a batch drawn from D."""
+              cfg: Config) -> tuple[jax.Array, jax.Array]:
+    """Per transition: the mean over the E critics of (Q_i(s, a) - y)^2 and the target y, dropout off (evaluation
+    mode); shapes (B,), (B,). The agent's own target critics and policy give y (one a' ~ pi(.|s') per row)."""
     k_target, k_q = jax.random.split(key)
     y = critic_target(agent, batch, k_target, reg, hp, cfg, deterministic=True)
     qs = critic_values(agent.critic_params, batch["obs"], batch["action"], reg, k_q, cfg, deterministic=True)
-    return jnp.mean((qs - y[None]) ** 2, axis=0)
+    return jnp.mean((qs - y[None]) ** 2, axis=0), y
+
+
+TARGET_VARIANCE_FLOOR = 1e-6
+"""Added to Var(y) in the normalised TD error, so that an agent whose validation targets are all equal (e.g. every
+value still 0) gets a large, finite score instead of 0/0."""
+
+
+def estimation_rows(buffer: replay.ReplayBuffer, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
+    """(indices, weights), shape (n,) each, of the rows a TD error of `buffer` is estimated on.
+
+    While the buffer holds at most n transitions: every stored row once (weight 1) and padding (weight 0), so the
+    estimate is the exact mean over the buffer (no resampling noise on a small held-out set). Beyond n: n rows drawn
+    uniformly with replacement, weight 1 (replay.sample's estimator)."""
+    size = buffer.size
+    ordered = jnp.arange(n, dtype=jnp.int32)
+    drawn = jax.random.randint(key, (n,), 0, jnp.maximum(size, 1))
+    exact = size <= n
+    idx = jnp.where(exact, jnp.minimum(ordered, jnp.maximum(size - 1, 0)), drawn)
+    weight = jnp.where(exact, (ordered < size).astype(jnp.float32), 1.0)
+    return idx, weight
+
+
+def td_scores(sq_errors: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(raw, normalised) TD error of one agent from per-row squared errors, targets and row weights (shape (B,)).
+
+        raw        = sum_i w_i e_i / sum_i w_i                                         (the MSE, in value units^2)
+        normalised = raw / (Var_w(y) + TARGET_VARIANCE_FLOOR),  Var_w(y) = sum_i w_i (y_i - ybar)^2 / sum_i w_i
+
+    The normalised error is the fraction of the variance of the agent's own targets that its critic does not
+    explain on these rows (1 - R^2 of the regression Q(s, a) ~ y)."""
+    total = jnp.maximum(weights.sum(), 1.0)
+    raw = jnp.sum(weights * sq_errors) / total
+    mean_y = jnp.sum(weights * targets) / total
+    var_y = jnp.sum(weights * (targets - mean_y) ** 2) / total
+    return raw, raw / (var_y + TARGET_VARIANCE_FLOOR)
+
+
+def buffer_td(agents: sac.AgentState, regs: Regularizer, buffer: replay.ReplayBuffer, key: jax.Array, hp: HParams,
+              cfg: Config) -> tuple[jax.Array, jax.Array]:
+    """(raw, normalised) TD errors, shape (N,) each, of every agent on `buffer` (same rows and random numbers for
+    every agent: common random numbers, so differences between agents are not sampling noise of the rows)."""
+    k_rows, k_td = jax.random.split(key)
+    idx, weights = estimation_rows(buffer, k_rows, cfg.td_batch_size)
+    batch = jax.tree.map(lambda x: x[idx], buffer.data)
+
+    def one(agent, reg):
+        sq_errors, targets = td_errors(agent, batch, k_td, reg, hp, cfg)
+        return td_scores(sq_errors, targets, weights)
+
+    return jax.vmap(one)(agents, regs)
+
+
+def selection_score(raw: jax.Array, normalised: jax.Array, normalize_td: jax.Array) -> jax.Array:
+    """The selection criterion, (N,): normalize_td * normalised + (1 - normalize_td) * raw (hp.normalize_td)."""
+    return normalize_td * normalised + (1.0 - normalize_td) * raw
 
 
 def update_critic(agent: sac.AgentState, batch: dict, key: jax.Array, reg: Regularizer, hp: HParams, cfg: Config):
@@ -262,10 +354,16 @@ def route(train: replay.ReplayBuffer, validation: replay.ReplayBuffer, transitio
     return insert_masked(train, transitions, ~held_out), insert_masked(validation, transitions, held_out), held_out
 
 
-def select_actor(actor: jax.Array, val_td: jax.Array, fixed_agent: jax.Array, select_now: jax.Array) -> jax.Array:
-    """fixed_agent >= 0 pins the actor; otherwise, when `select_now`, the agent with the lowest validation TD."""
+def select_actor(actor: jax.Array, scores: jax.Array, fixed_agent: jax.Array, select_now: jax.Array,
+                 margin: jax.Array) -> jax.Array:
+    """fixed_agent >= 0 pins the actor. Otherwise, when `select_now`, the agent k with the lowest score replaces the
+    acting agent c only if score_k < (1 - margin) * score_c (a relative margin); a non-finite score counts as +inf,
+    so an acting agent whose score is NaN/inf is replaced by any finite one."""
+    scores = jnp.where(jnp.isfinite(scores), scores, jnp.inf)
+    best = jnp.argmin(scores).astype(jnp.int32)
+    better = (scores[best] < (1.0 - margin) * scores[actor]) | (jnp.isinf(scores[actor]) & jnp.isfinite(scores[best]))
+    chosen = jnp.where(select_now & better, best, actor)
     fixed = jnp.round(jnp.asarray(fixed_agent)).astype(jnp.int32)
-    chosen = jnp.where(select_now, jnp.argmin(val_td).astype(jnp.int32), actor)
     return jnp.where(fixed >= 0, fixed, chosen)
 
 
@@ -344,14 +442,13 @@ def make_train(cfg: Config, env: envs.Env):
         (carry, sums), _ = jax.lax.scan(env_step, (carry, sums), None, length=a.chunk_steps)
 
         # Training vs validation TD error of every agent (same estimator, same random numbers for all agents).
-        rng, k_train, k_val, k_td = jax.random.split(carry.rng, 4)
-        b = cfg.td_batch_size
-        batch = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), replay.sample(carry.buffer, k_train, b),
-                             replay.sample(carry.validation, k_val, b))
-        errors = jax.vmap(lambda agent, reg: td_errors(agent, batch, k_td, reg, hp, cfg))(carry.agents, regs)
-        train_td, val_td = errors[:, :b].mean(1), errors[:, b:].mean(1)  # (N,) each
+        rng, k_train, k_val = jax.random.split(carry.rng, 3)
+        train_td, train_td_norm = buffer_td(carry.agents, regs, carry.buffer, k_train, hp, cfg)
+        val_td, val_td_norm = buffer_td(carry.agents, regs, carry.validation, k_val, hp, cfg)
+        score = selection_score(val_td, val_td_norm, hp.normalize_td)
         select_now = (carry.env_steps % cfg.selection_period == 0) & (carry.validation.size > 0)
-        carry = carry.replace(rng=rng, actor=select_actor(carry.actor, val_td, hp.fixed_agent, select_now))
+        carry = carry.replace(rng=rng, actor=select_actor(carry.actor, score, hp.fixed_agent, select_now,
+                                                          hp.switch_margin))
 
         updates = jnp.maximum(sums["updates"], 1.0)
         episodes = jnp.maximum(sums["episode_count"], 1.0)
@@ -360,7 +457,9 @@ def make_train(cfg: Config, env: envs.Env):
                    "updates_in_chunk": sums["updates"], "env_steps": carry.env_steps,
                    "num_updates": carry.num_updates, "train_size": carry.buffer.size,
                    "validation_size": carry.validation.size}
-        per_agent = {"train_td": train_td, "val_td": val_td,
+        metrics["selection"] = select_now.astype(jnp.float32)  # 1 in chunks that ended with a selection
+        per_agent = {"train_td": train_td, "val_td": val_td, "train_td_norm": train_td_norm,
+                     "val_td_norm": val_td_norm, "score": score,
                      **{k: sums[k] / updates for k in zero_metrics}}  # chunk means (0 before the first update)
         metrics.update({f"{k}_{i}": v[i] for k, v in per_agent.items() for i in range(n)})
         return carry, metrics

@@ -1,21 +1,29 @@
 """AVTD (validation-TD model selection over differently regularised SAC agents) vs each agent alone, as one file.
 
     python experiments/avtd.py                                      # point maze: AVTD + each agent fixed, 1 seed
-    python experiments/avtd.py --env inverted_pendulum --num-seeds 3
+    python experiments/avtd.py --preset high-utd --env inverted_pendulum --num-seeds 8 --raw-baseline
     python experiments/avtd.py --regularizers "none,ln,ln+do0.01,wd0.1,ln+wd0.1"     # the N agents
     python experiments/avtd.py --sweep.fixed-agent=-1 --selection-period 1000       # AVTD alone
+    python experiments/avtd.py --sweep.fixed-agent=-1 --sweep.switch-margin 0,0.05,0.1,0.2   # vary the margin
     python experiments/avtd.py --sweep.validation-fraction 0.05,0.1,0.2 --sweep.fixed-agent=-1   # vary p
     python experiments/avtd.py --plot-only runs/avtd-...            # redraw avtd.png and table.md
     python experiments/avtd.py --resume runs/avtd-...               # continue a killed run
 
 The population is, by default, AVTD (`fixed_agent = -1`) plus every agent pinned as the actor (`fixed_agent = 0..
 N-1`: "agent i alone": agent i learns from the data it collects itself, on the same data budget), times
---num-seeds, all in ONE compiled program. `--sweep.fixed-agent=-1,0,2` (note the `=` before a negative value)
-chooses the members explicitly. Outputs under the run directory: config.json, metrics.jsonl (per chunk: every
-agent's train_td_<k> / val_td_<k> / critic_loss_<k> ..., `actor` = the agent that collected the chunk's data),
+--num-seeds, all in ONE compiled program. `--raw-baseline` adds AVTD with the paper's criterion (raw validation
+MSE, plain argmin: `normalize_td = 0, switch_margin = 0`) as further members. `--sweep.fixed-agent=-1,0,2` (note
+the `=` before a negative value) chooses the members explicitly. Outputs under the run directory: config.json,
+metrics.jsonl (per chunk: every agent's train_td_<k> / val_td_<k> (raw MSE), train_td_norm_<k> / val_td_norm_<k>
+(normalised by the variance of the agent's own targets), score_<k> (the selection criterion), critic_loss_<k> ...,
+`actor` = the agent that collected the chunk's data, `selection` = 1 in chunks that ended with a selection),
 eval.jsonl (eval_return of the acting agent and eval_return_<k> of every agent), tb/, checkpoints/, curves.png,
-avtd.png (validation vs training TD error per agent, the acting agent over time, returns) and table.md (final
-return and success, mean ± std over seeds, AVTD vs each fixed agent).
+avtd.png (raw and normalised TD errors per agent, the acting agent over time, returns) and table.md (final return
+and success, mean ± std over seeds, AVTD vs each fixed agent; benchmarks/avtd_compare.py adds IQM and intervals).
+
+Selection (algos/avtd.py): by default the score is the validation TD error normalised by the variance of the
+agent's own validation targets (scale-free), and the acting agent is replaced only by one whose score is lower by
+the relative margin `--hp.switch-margin` (0.1). `--hp.normalize-td 0 --hp.switch-margin 0` is the paper's rule.
 
 --regularizers: comma-separated agents, each a '+'-joined list of `none`, `ln` (LayerNorm in the critics),
 `do<rate>` (critic dropout), `wd<decay>` (critic weight decay, decoupled: the step is -lr * wd * kernel). Default:
@@ -23,11 +31,19 @@ return and success, mean ± std over seeds, AVTD vs each fixed agent).
 (dropout 0.01 with LayerNorm), and weight decay, regularisers among those the paper studies. Weight decay 0.1: the
 decay is decoupled (a kernel shrinks by the fraction lr * wd per step: 1e-4 at lr 1e-3), so 1e-4 would be a no-op.
 
-CPU-sized defaults: (64, 64) nets, batch 128, 4 envs, UTD 1 per transition (G = 4 per vectorised step),
-10k steps. Paper-scale (GPU): --agent.hidden-sizes 256 256 --agent.batch-size 256 --agent.num-envs 1
---agent.updates-per-step 20 --agent.buffer-capacity 1000000 --total-steps 1000000 --env hopper --num-seeds 5
-(`updates_per_step` counts critic steps per vectorised env step, so UTD = G / num_envs; 20 is DroQ/REDQ's high
-UTD, the regime where the paper finds overfitting matters).
+UTD (critic gradient steps per collected transition) = agent.updates_per_step / agent.num_envs. Presets
+(`--preset NAME` is shorthand for the flags listed; flags given after it on the command line win):
+  cpu       (default) (64, 64) nets, batch 128, 4 envs x 25 steps per chunk, 4 critic steps per vectorised
+            step: UTD 1; 10k steps. Cheap, but at UTD 1 the agents hardly overfit (train and validation TD
+            errors stay close for most agents), so it is a weak test of the paper's idea.
+  high-utd  the CPU-sized nets and batch, 1 env x 100 steps per chunk, 8 critic steps per env step: UTD 8, the
+            regime where the paper finds overfitting (validation TD >> training TD) matters; 8x the update cost
+            of `cpu` per transition. --agent.num-envs 1 --agent.chunk-steps 100 --agent.updates-per-step 8
+  paper     GPU scale: --env hopper --agent.hidden-sizes 256 256 --agent.batch-size 256 --agent.num-envs 1
+            --agent.chunk-steps 1000 --agent.updates-per-step 20 --agent.buffer-capacity 1000000
+            --agent.start-steps 5000 --agent.eval-episodes 10 --validation-capacity 100000
+            --selection-period 10000 --total-steps 1000000 --eval-every 10 --num-seeds 5
+            (UTD 20, DroQ/REDQ's high UTD; 1M steps; 256-unit nets as in the paper's SAC).
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -54,12 +70,25 @@ CPU_AGENT = sac.Config(num_envs=4, chunk_steps=25, batch_size=128, start_steps=1
 # Env options used when --env-options is not given: random goals make the dense point maze an honest test (the
 # fixed U-maze task with a dense reward has a deceptive local optimum; see tests/test_sac.py).
 ENV_DEFAULTS = {"pointmaze-": ("reward_type=dense", "task=random")}
+# --preset NAME expands to these flags, placed before the user's own (the last occurrence of a flag wins).
+PRESETS = {
+    "cpu": [],
+    "high-utd": ["--agent.num-envs", "1", "--agent.chunk-steps", "100", "--agent.updates-per-step", "8"],
+    "paper": ["--env", "hopper", "--agent.hidden-sizes", "256", "256", "--agent.batch-size", "256",
+              "--agent.num-envs", "1", "--agent.chunk-steps", "1000", "--agent.updates-per-step", "20",
+              "--agent.buffer-capacity", "1000000", "--agent.start-steps", "5000", "--agent.eval-episodes", "10",
+              "--validation-capacity", "100000", "--selection-period", "10000", "--total-steps", "1000000",
+              "--eval-every", "10", "--num-seeds", "5"],
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     """AVTD vs each regulariser alone. --sweep.<hparam> takes comma-separated values (one compiled program)."""
 
+    preset: Literal["cpu", "high-utd", "paper"] = "cpu"
+    """Shorthand for a set of flags (see the top of --help): cpu (UTD 1), high-utd (UTD 8, CPU-sized), paper (UTD
+    20, GPU-sized). Flags given after --preset override it."""
     env: str = "pointmaze-umaze-jax"
     """Environment (envs.registered()): pointmaze-umaze-jax, inverted_pendulum, hopper, ..."""
     env_options: tuple[str, ...] = ()
@@ -78,6 +107,9 @@ class Args:
     compare: bool = True
     """Population = AVTD plus each agent fixed (fixed_agent = -1, 0, ..., N-1), unless --sweep.fixed-agent is
     given; --no-compare runs AVTD only."""
+    raw_baseline: bool = False
+    """Also run AVTD with the paper's criterion (raw validation MSE, plain argmin: normalize_td 0, switch_margin 0)
+    as further members (with --compare, unless --sweep.fixed-agent is given)."""
     plot_only: str = ""
     """Only (re)draw avtd.png and table.md of this run directory, then exit."""
     agent: sac.Config = CPU_AGENT
@@ -148,9 +180,17 @@ def build(args: Args) -> runner.Trainer:
     return runner.Trainer(*avtd.make_train(cfg, env), cfg.agent.num_envs * cfg.agent.chunk_steps)
 
 
-def member_settings(settings: list[dict], num_agents: int, compare: bool) -> list[dict]:
-    """Add fixed_agent = -1 (AVTD), 0, ..., N-1 to every sweep setting, unless the sweep already sets it or not
-    `compare` (then every member uses --hp.fixed-agent)."""
+RAW_AVTD = {"fixed_agent": -1.0, "normalize_td": 0.0, "switch_margin": 0.0}
+"""The paper's selection rule as a member setting: raw validation MSE, plain argmin."""
+
+
+def member_settings(settings: list[dict], num_agents: int, compare: bool, raw_baseline: bool = False,
+                    hp: avtd.HParams | None = None) -> list[dict]:
+    """Add fixed_agent = -1 (AVTD), 0, ..., N-1 to every sweep setting (and the raw-MSE AVTD if `raw_baseline`),
+    unless the sweep already sets fixed_agent or not `compare` (then every member uses --hp.fixed-agent).
+
+    With `raw_baseline`, every setting names normalize_td and switch_margin (from the sweep or `hp`): members that
+    differ in a setting all carry its key, which the runner's curves.png groups by."""
     if any("fixed_agent" in s for s in settings):
         bad = {s["fixed_agent"] for s in settings if not -1 <= s["fixed_agent"] < num_agents}
         if bad:
@@ -159,7 +199,27 @@ def member_settings(settings: list[dict], num_agents: int, compare: bool) -> lis
         return settings
     if not compare:
         return settings
-    return [{"fixed_agent": f, **s} for f in [-1.0] + [float(i) for i in range(num_agents)] for s in settings]
+    if raw_baseline:
+        hp = hp or avtd.HParams()
+        settings = [{"normalize_td": float(hp.normalize_td), "switch_margin": float(hp.switch_margin), **s}
+                    for s in settings]
+    out = [{"fixed_agent": -1.0, **s} for s in settings]
+    if raw_baseline:
+        out += [{**s, **RAW_AVTD} for s in settings]
+    return out + [{"fixed_agent": float(i), **s} for i in range(num_agents) for s in settings]
+
+
+def expand_preset(argv: list[str]) -> list[str]:
+    """argv with the flags of its --preset (the last one given) placed in front, so that later flags win."""
+    name = "cpu"
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name not in PRESETS:
+        raise runner.UserError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}.")
+    return PRESETS[name] + list(argv)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,8 +239,23 @@ def _series(records: list[dict], members: list[int], key: str):
     return np.array(steps), table
 
 
-def method_name(fixed: float, names: list[str]) -> str:
-    return "AVTD" if fixed < 0 else f"{names[int(fixed)]} alone"
+def method_name(setting: dict, hp: avtd.HParams, names: list[str]) -> str:
+    """"<agent> alone" for a pinned actor; "AVTD (<criterion>, m<margin>)" otherwise (nTD = normalised TD)."""
+    fixed = setting.get("fixed_agent", hp.fixed_agent)
+    if fixed >= 0:
+        return f"{names[int(fixed)]} alone"
+    norm = float(setting.get("normalize_td", hp.normalize_td))
+    criterion = {1.0: "nTD", 0.0: "raw TD"}.get(norm, f"normalize {norm:g}")
+    return f"AVTD ({criterion}, m{float(setting.get('switch_margin', hp.switch_margin)):g})"
+
+
+def method_groups(config: dict) -> tuple[list[str], dict[str, list[int]]]:
+    """(agent names, method name -> member ids) of a run's config.json."""
+    hp = avtd.HParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["args"]["hp"].items()})
+    names, groups = agent_names(hp), {}
+    for m in config["members"]:
+        groups.setdefault(method_name(m, hp, names), []).append(m["member"])
+    return names, groups
 
 
 def plot(root: Path) -> None:
@@ -190,50 +265,50 @@ def plot(root: Path) -> None:
     import matplotlib.pyplot as plt
 
     config = json.loads((root / "config.json").read_text())
-    hp = avtd.HParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in config["args"]["hp"].items()})
-    names, members = agent_names(hp), config["members"]
+    names, groups = method_groups(config)
+    members = config["members"]
     metrics, evals = _records(root / "metrics.jsonl"), _records(root / "eval.jsonl")
     if not metrics:
         return
-    groups: dict[str, list[int]] = {}
-    for m in members:
-        groups.setdefault(method_name(m.get("fixed_agent", hp.fixed_agent), names), []).append(m["member"])
-    avtd_ids = groups.get("AVTD", [])
+    avtd_groups = [g for g in groups if g.startswith("AVTD")]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.2))
-    ax = axes[0]
-    td_ids = avtd_ids or [members[0]["member"]]
-    for k, name in enumerate(names):
-        for key, style in ((f"val_td_{k}", "-"), (f"train_td_{k}", "--")):
-            steps, table = _series(metrics, td_ids, key)
-            ax.plot(steps, np.nanmean(table, 0), style, color=colors[k % len(colors)],
-                    label=f"{name} {'validation' if style == '-' else 'training'}")
-    ax.set_yscale("log")
-    ax.set_title(f"TD error per agent ({'AVTD' if avtd_ids else 'member 0'}; mean over {len(td_ids)} seed(s))",
-                 fontsize=9)
-    ax.set_xlabel("environment steps")
-    ax.legend(fontsize=6, ncol=2)
-    ax = axes[1]
-    for j, member in enumerate(avtd_ids):
-        steps, table = _series(metrics, [member], "actor")
-        ax.step(steps, table[0] + 0.08 * (j - (len(avtd_ids) - 1) / 2), where="post", alpha=0.8,
-                label=f"seed {members[member]['seed']}")
-    ax.set_yticks(range(len(names)), names)
-    ax.set_title("agent collecting data (AVTD members)", fontsize=9)
-    ax.set_xlabel("environment steps")
-    if avtd_ids:
-        ax.legend(fontsize=6)
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.2))
+    td_ids = groups[avtd_groups[0]] if avtd_groups else [members[0]["member"]]
+    for ax, suffix, what in ((axes[0], "", "raw TD error (MSE)"),
+                             (axes[1], "_norm", "normalised TD error (MSE / Var of own targets)")):
+        for k, name in enumerate(names):
+            for key, style in ((f"val_td{suffix}_{k}", "-"), (f"train_td{suffix}_{k}", "--")):
+                steps, table = _series(metrics, td_ids, key)
+                if np.isfinite(table).any():
+                    ax.plot(steps, np.nanmean(table, 0), style, color=colors[k % len(colors)],
+                            label=f"{name} {'validation' if style == '-' else 'training'}")
+        ax.set_yscale("log")
+        ax.set_title(f"{what} per agent\n({avtd_groups[0] if avtd_groups else 'member 0'}; mean over "
+                     f"{len(td_ids)} seed(s))", fontsize=9)
+        ax.set_xlabel("environment steps")
+        ax.legend(fontsize=6, ncol=2)
     ax = axes[2]
+    ids = [(g, i) for g in avtd_groups for i in groups[g]]
+    for j, (g, member) in enumerate(ids):
+        steps, table = _series(metrics, [member], "actor")
+        ax.step(steps, table[0] + 0.3 * (j / max(len(ids) - 1, 1) - 0.5), where="post", alpha=0.7, lw=1,
+                color=colors[avtd_groups.index(g) % len(colors)],
+                label=g if member == groups[g][0] else None)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_title("agent collecting data (AVTD members, one line per seed)", fontsize=9)
+    ax.set_xlabel("environment steps")
+    if ids:
+        ax.legend(fontsize=6)
+    ax = axes[3]
     for i, (method, ids) in enumerate(groups.items()):
         steps, table = _series(evals, ids, "eval_return")
         if not len(steps):
             continue
         mean, std = np.nanmean(table, 0), np.nanstd(table, 0)
-        ax.plot(steps, mean, color="k" if method == "AVTD" else colors[(i - 1) % len(colors)],
-                lw=2 if method == "AVTD" else 1, label=f"{method} (n={len(ids)})")
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.15,
-                        color="k" if method == "AVTD" else colors[(i - 1) % len(colors)])
+        color = colors[i % len(colors)]
+        ax.plot(steps, mean, color=color, lw=2 if method.startswith("AVTD") else 1, label=f"{method} (n={len(ids)})")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.12, color=color)
     ax.set_title("evaluation return (mean ± std over seeds)", fontsize=9)
     ax.set_xlabel("environment steps")
     ax.legend(fontsize=7)
@@ -243,30 +318,48 @@ def plot(root: Path) -> None:
     (root / "table.md").write_text(table_markdown(config, names, groups, metrics, evals))
 
 
+def actor_history(metrics: list[dict], ids: list[int]) -> np.ndarray:
+    """actor[member, chunk] (the agent that collected each chunk's data) of these members."""
+    _, table = _series(metrics, ids, "actor")
+    return table
+
+
 def table_markdown(config: dict, names: list[str], groups: dict[str, list[int]], metrics: list[dict],
                    evals: list[dict]) -> str:
     last_eval = max((r["env_steps"] for r in evals), default=0)
     final = {r["member"]: r for r in evals if r["env_steps"] == last_eval}
+    avtd_groups = [g for g in groups if g.startswith("AVTD")]
+    actors = {g: actor_history(metrics, groups[g]) for g in avtd_groups}
     lines = [f"Final evaluation at {last_eval} env steps; env {config['args']['env']} "
-             f"{' '.join(config['args']['env_options'])}; mean ± std over seeds.", "",
-             "| method | seeds | final return | final success | AVTD chose this agent (% of chunks) |",
-             "|---|---:|---:|---:|---:|"]
-    avtd_ids = set(groups.get("AVTD", []))
-    acted = [r["actor"] for r in metrics if r["member"] in avtd_ids]
+             f"{' '.join(config['args']['env_options'])}; mean ± std over seeds. 'chosen by' columns: % of chunks "
+             f"in which that AVTD variant's data collector was this agent; 'switches': changes of the data "
+             f"collector per seed.", "",
+             "| method | seeds | final return | final success | switches | " +
+             " | ".join(f"chosen by {g} (%)" for g in avtd_groups) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(avtd_groups)]
+    fmt = lambda x, p: f"{x.mean():.{p}f} ± {x.std():.{p}f}" if len(x) else "—"
     for method, ids in groups.items():
         ret = np.array([final[i]["eval_return"] for i in ids if i in final])
         succ = np.array([final[i]["eval_success"] for i in ids if i in final])
-        chose = "—"
-        if method != "AVTD" and acted:
-            k = names.index(method[: -len(" alone")])
-            chose = f"{100.0 * np.mean(np.array(acted) == k):.0f}%"
-        fmt = lambda x, p: f"{x.mean():.{p}f} ± {x.std():.{p}f}" if len(x) else "—"
-        lines.append(f"| {method} | {len(ids)} | {fmt(ret, 1)} | {fmt(succ, 2)} | {chose} |")
+        switches = "—"
+        if method in actors:
+            a = actors[method]
+            switches = fmt(np.sum(np.diff(a, axis=1) != 0, axis=1).astype(float), 1)
+        chose = []
+        for g in avtd_groups:
+            if method.endswith(" alone"):
+                k = names.index(method[: -len(" alone")])
+                chose.append(f"{100.0 * np.nanmean(actors[g] == k):.0f}")
+            else:
+                chose.append("—")
+        lines.append(f"| {method} | {len(ids)} | {fmt(ret, 1)} | {fmt(succ, 2)} | {switches} | " +
+                     " | ".join(chose) + " |")
     return "\n".join(lines) + "\n"
 
 
 @runner.exits_on_user_error
 def main(argv: list[str] | None = None) -> Path:
+    argv = expand_preset(sys.argv[1:] if argv is None else list(argv))
     args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__)
     if args.plot_only:
         root = Path(args.plot_only)
@@ -282,12 +375,13 @@ def main(argv: list[str] | None = None) -> Path:
     except ValueError as e:  # bad env names, bad static config
         raise runner.UserError(str(e)) from None
     num_agents = len(args.hp.layernorm)
-    settings = member_settings(settings, num_agents, args.compare and args.hp.fixed_agent < 0)
+    settings = member_settings(settings, num_agents, args.compare and args.hp.fixed_agent < 0,
+                               args.raw_baseline, args.hp)
     population = runner.make_population(args.hp, settings, args.run.seed, args.run.num_seeds)
     root = runner.open_run("avtd", args, sweep, population, resuming)
     num_chunks = runner.num_chunks_for(args.run, trainer.steps_per_chunk)
     print(f"avtd: agents {agent_names(args.hp)}; members: "
-          f"{[method_name(s.get('fixed_agent', args.hp.fixed_agent), agent_names(args.hp)) for s in settings]} "
+          f"{[method_name(s, args.hp, agent_names(args.hp)) for s in settings]} "
           f"x {args.run.num_seeds} "
           f"seed(s)", file=sys.stderr)
     runner.run_phase("avtd", trainer, population, root, args.run, num_chunks)
