@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ import pytest
 import envs
 from algos import calql, sac, wsrl
 from envs import datasets, maze_data
+from experiments import runner
 
 KEY = jax.random.PRNGKey(0)
 AGENT = sac.Config(num_envs=4, chunk_steps=5, batch_size=16, buffer_capacity=512, hidden_sizes=(32, 32),
@@ -73,11 +75,26 @@ def test_calql_pretraining_makes_data_actions_preferred(maze):
     assert float(q_data) > float(q_uniform) + 0.5, (float(q_data), float(q_uniform))
 
 
-def _pretrained_and_online(env, cfg: wsrl.Config, offline):
+def _constant_actor(params, value):
+    """An actor whose every action is `value` (+- 5e-5: mean head tanh(atanh(value)), log-std clipped to -10)."""
+    p = jax.tree.map(jnp.asarray, params)
+    head, log_std = p["params"]["mean"], p["params"]["log_std"]
+    head["kernel"] = jnp.zeros_like(head["kernel"])
+    head["bias"] = jnp.broadcast_to(jnp.arctanh(jnp.asarray(value, jnp.float32)), head["bias"].shape)
+    log_std["kernel"], log_std["bias"] = jnp.zeros_like(log_std["kernel"]), jnp.full_like(log_std["bias"], -20.0)
+    return p
+
+
+def _pretrained_and_online(env, cfg: wsrl.Config, offline, pretrained_actor=None):
+    """(pretrained carry, online carry after the handoff, jitted online chunk, hp). `pretrained_actor(params)`
+    replaces the pretrained actor before the handoff."""
     pretrain, online, handoff = wsrl.make(cfg, env)
     hp = calql.HParams()
     pre_carry = jax.jit(pretrain[0])(KEY, hp)
     pre_carry, _ = jax.jit(pretrain[1])(pre_carry, hp, offline)  # a few real updates: non-trivial Adam state
+    if pretrained_actor is not None:
+        pre_carry = pre_carry.replace(agent=pre_carry.agent.replace(
+            actor_params=pretrained_actor(pre_carry.agent.actor_params)))
     online_carry = jax.jit(handoff)(jax.jit(online[0])(jax.random.PRNGKey(1), hp), pre_carry)
     return pre_carry, online_carry, jax.jit(online[1]), hp
 
@@ -91,15 +108,19 @@ def test_handoff_keeps_the_whole_agent_and_starts_with_an_empty_buffer(maze):
     assert int(online_carry.buffer.size) == 0 and int(online_carry.env_steps) == 0
 
 
-def test_warmup_inserts_exactly_k_transitions_with_zero_gradient_steps(maze):
+def test_warmup_inserts_exactly_k_transitions_of_the_pretrained_policy_with_zero_gradient_steps(maze):
+    """The pretrained actor is made constant, (0.6, -0.3): every warmup transition carries that action (uniform
+    random warmup actions, or a fresh actor's, would not), and no gradient step is taken."""
     env, _, offline = maze
     k = 2 * AGENT.num_envs * AGENT.chunk_steps  # two chunks of warmup
+    constant = np.array([0.6, -0.3], np.float32)
     pre_carry, carry, chunk, hp = _pretrained_and_online(env, wsrl.Config(agent=AGENT, cql=CQL, warmup_steps=k),
-                                                         offline)
+                                                         offline, lambda p: _constant_actor(p, constant))
     for _ in range(2):
         carry, metrics = chunk(carry, hp)
         assert float(metrics["updates_in_chunk"]) == 0
     assert int(carry.buffer.size) == k and int(carry.env_steps) == k
+    np.testing.assert_allclose(carry.buffer.data["action"][:k], np.broadcast_to(constant, (k, 2)), atol=1e-3)
     jax.tree.map(np.testing.assert_array_equal, carry.agent, pre_carry.agent)  # not one gradient step
     carry, metrics = chunk(carry, hp)  # the first chunk after warmup updates at every env step
     assert float(metrics["updates_in_chunk"]) == AGENT.chunk_steps
@@ -115,7 +136,8 @@ def test_wsrl_validates_warmup_multiple_of_num_envs():
 def test_no_offline_transition_ever_enters_the_online_buffer(maze, retain_offline):
     env, _, offline = maze
     marked = {**offline, "obs": offline["obs"].at[:, 4:].set(1000.0),  # goal coordinates no env state can have
-              "next_obs": offline["next_obs"].at[:, 4:].set(1000.0)}
+              "next_obs": offline["next_obs"].at[:, 4:].set(1000.0),
+              "reward": jnp.full_like(offline["reward"], 1000.0)}  # rewards no maze transition has (0 or 1)
     cfg = wsrl.Config(agent=AGENT, cql=CQL, warmup_steps=AGENT.num_envs, retain_offline=retain_offline)
     _, carry, chunk, hp = _pretrained_and_online(env, cfg, marked)
     prior = {k: marked[k] for k in wsrl.ONLINE_KEYS} if retain_offline else None
@@ -125,6 +147,11 @@ def test_no_offline_transition_ever_enters_the_online_buffer(maze, retain_offlin
     assert size == 3 * AGENT.num_envs * AGENT.chunk_steps and float(metrics["updates_in_chunk"]) > 0
     stored = np.asarray(carry.buffer.data["obs"][:size])
     assert not np.any(stored == 1000.0) and not np.any(np.asarray(carry.buffer.data["next_obs"][:size]) == 1000.0)
+    assert float(np.max(np.asarray(carry.buffer.data["reward"][:size]))) <= 1.0
+    # ... while the retained prior IS sampled: half of every minibatch has reward 1000, which lifts the critic
+    # targets far above anything the online rewards (0 or 1) and the pretrained critic give.
+    target = float(metrics["target_q_mean"])
+    assert (target > 100.0) if retain_offline else (abs(target) < 100.0), target
 
 
 def _tiny_cli(tmp_path, maze):
@@ -139,22 +166,97 @@ def _tiny_cli(tmp_path, maze):
             "--no-tensorboard"]
 
 
+def _final_checkpoint(ckpt_dir: Path) -> tuple[int, dict]:
+    """(step, carry as a nested dict of numpy arrays) of the newest checkpoint, read without a target carry."""
+    manager = runner._checkpoint_manager(ckpt_dir)
+    step = manager.latest_step()
+    return step, jax.tree.map(np.asarray, manager.restore(step))
+
+
+def _same_tree(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, maze):
+    """The tiny WSRL experiment, uninterrupted: 2 pretraining chunks, then 4 online chunks (warmup = chunk 1)."""
+    from experiments import wsrl as experiment
+    tmp = tmp_path_factory.mktemp("wsrl")
+    argv = _tiny_cli(tmp, maze)
+    return argv, experiment.main(argv + ["--run-dir", str(tmp / "a")])
+
+
 @pytest.mark.slow
-def test_experiment_end_to_end_and_reuse_of_pretraining(tmp_path, maze, capsys):
+@pytest.mark.xdist_group("wsrl-cli")
+def test_experiment_end_to_end_and_reuse_of_pretraining(tmp_path, first_run, capsys):
     from experiments import wsrl as experiment
 
-    argv = _tiny_cli(tmp_path, maze)
-    first = experiment.main(argv + ["--run-dir", str(tmp_path / "a")])
+    argv, first = first_run
     for phase in ("pretrain", "online"):
         assert (first / phase / "checkpoints").is_dir() and (first / phase / "curves.png").exists()
     online_chunks = [json.loads(line)["chunk"] for line in (first / "online" / "metrics.jsonl").read_text().splitlines()]
     assert online_chunks == [1, 2, 3, 4]
-    second = experiment.main(argv + ["--warmup-steps", "0", "--pretrained", str(first), "--run-dir",
+    # --pretrained: one online chunk, all of it warmup (20 transitions), so its checkpoint holds the agent exactly
+    # as handed over: it must be the earlier run's final pretrained agent (not a fresh one, not its online agent).
+    second = experiment.main(argv + ["--total-steps", "20", "--pretrained", str(first), "--run-dir",
                                      str(tmp_path / "b")])
     assert not (second / "pretrain").exists()  # pretraining reused, not redone
+    assert "Using the pretraining of" in capsys.readouterr().err
+    pre_step, pretrained = _final_checkpoint(first / "pretrain" / "checkpoints")
+    step, online = _final_checkpoint(second / "online" / "checkpoints")
+    assert (pre_step, step) == (2, 1)
+    _same_tree(online["agent"], pretrained["agent"])
+    assert int(online["buffer"]["size"][0]) == 20 and int(online["num_updates"][0]) == 0
+    _, first_online = _final_checkpoint(first / "online" / "checkpoints")
+    assert not np.array_equal(first_online["agent"]["critic_params"]["params"]["members"]["mlp"]["dense_out"]["kernel"],
+                              online["agent"]["critic_params"]["params"]["members"]["mlp"]["dense_out"]["kernel"])
     with pytest.raises(SystemExit):
         experiment.main(argv + ["--sweep.discount", "0.9,0.99", "--run-dir", str(tmp_path / "c")])
     assert "--sweep.discount is not supported" in capsys.readouterr().err
+
+
+class _Killed(Exception):
+    """Stands in for a kill right after a checkpoint was saved."""
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("wsrl-cli")
+@pytest.mark.parametrize("phase, chunk", [("pretrain", 1), ("online", 2)])
+def test_resume_of_a_run_killed_in_either_phase_is_exact(tmp_path, first_run, monkeypatch, capsys, phase, chunk):
+    """Killed after the checkpoint of pretraining chunk 1 (of 2) or online chunk 2 (of 4), then `--resume`: the
+    killed phase continues from that chunk, a finished pretraining is not redone, and both phases end exactly as
+    the uninterrupted run (checkpoints and logs)."""
+    from experiments import wsrl as experiment
+
+    argv, first = first_run
+    save = runner.save_checkpoint
+
+    def save_then_die(manager, step, carry):
+        save(manager, step, carry)
+        if step == chunk and Path(str(manager.directory)).parent.name == phase:
+            raise _Killed
+
+    monkeypatch.setattr(runner, "save_checkpoint", save_then_die)
+    run_dir = tmp_path / "killed"
+    with pytest.raises(_Killed):
+        experiment.main(argv + ["--checkpoint-every", "1", "--run-dir", str(run_dir)])
+    monkeypatch.setattr(runner, "save_checkpoint", save)
+    capsys.readouterr()
+    assert experiment.main(["--resume", str(run_dir)]) == run_dir
+    err = capsys.readouterr().err
+    if phase == "pretrain":
+        assert f"pretrain: resuming {run_dir / 'pretrain'} from chunk 1/2" in err, err
+    else:
+        assert f"pretrain: resuming {run_dir / 'pretrain'} from chunk 2/2" in err, err  # restored, not redone
+        assert f"online: resuming {run_dir / 'online'} from chunk 2/4" in err, err
+    for sub in ("pretrain", "online"):
+        step_a, a = _final_checkpoint(first / sub / "checkpoints")
+        step_b, b = _final_checkpoint(run_dir / sub / "checkpoints")
+        assert step_a == step_b
+        _same_tree(a, b)
+        for log in ("metrics.jsonl", "eval.jsonl"):
+            assert (run_dir / sub / log).read_text() == (first / sub / log).read_text(), (sub, log)
 
 
 def test_bad_dataset_gives_clear_error(tmp_path, maze, capsys):
