@@ -53,9 +53,10 @@ What the reference does and where this departs from it (checked against the file
     minibatch) on each minibatch's B/2 online rows per vectorised step, starting with the agent's updates.
   * Termination: the reference trains a second (s, a) net `m_net` by BCE on the online MASKS (1 - terminal) and
     uses sigmoid(m_net) as a soft continuation in the target of prior rows (`rm.py` l.93-99, 141-146;
-    `train_finetuning.py` l.401-407 for both pred and min labels). Here the classifier reads s' (a terminal is a
-    property of the state reached; in the point maze it is a function of s' alone) and its probability is used
-    the same way, soft, never thresholded. The "zero" label (not in the reference) keeps prior rows non-terminal.
+    `train_finetuning.py` l.397-410, for both the pred and the min label). Here the classifier reads s' (a
+    terminal is a property of the state reached; in the point maze a function of s' alone) and its probability
+    is used the same way, soft, never thresholded. The "zero" label (not in the reference) keeps prior rows
+    non-terminal.
   * Target pessimism: the antmaze runs use `--config.num_min_qs=1` (`run_antmaze.sh`; SUPE's README too): the
     target is ONE randomly chosen target critic of the 10 (`sac_learner.py` l.232-244). Default here:
     `num_target_critics=1`. The actor uses the ensemble mean (l.180), as `sac.Config.actor_q_reduction="mean"`.

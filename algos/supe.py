@@ -17,14 +17,44 @@ and the KL between the two diagonal Gaussians is analytic:
   KL = sum_j [ log sigma_p - log sigma_q + (sigma_q^2 + (mu_q - mu_p)^2) / (2 sigma_p^2) - 1/2 ].
 
 Online stage (`make_train`, at the end of the file): ExPLORe (`algos/explore.py`) one level up. A high-level
-agent picks a skill every H low-level steps. Its action is u in (-1, 1)^latent and the skill
-z = arctanh(u); the frozen decoder runs z for H steps (`SkillEnv`). A high-level step is a semi-MDP step, so its
-reward is R = sum_{i<k} gamma^i r_i over the k <= H real steps and the high-level agent must bootstrap with
-gamma^H. The prior data becomes high-level transitions (s_0, u = tanh(mu_q), R, s_H) (`high_level_transitions`),
-which SUPE relabels with optimistic ExPLORe rewards; early exploration samples u = tanh(z), z ~ p(z | s)
-(`skill_prior_action`) instead of uniform actions.
+agent picks a skill every H low-level steps. Its action is u in (-1, 1)^latent and the skill z = arctanh(u); the
+frozen decoder runs z for H steps (`SkillEnv`), SAMPLING each low-level action a_t ~ N(tanh(m), sigma^2) clipped
+to [-1, 1]. A high-level step is a semi-MDP step of k <= H real steps (k < H when the episode ends inside it):
 
-Where this departs from the reference code (rail-berkeley/supe `opal.py`, adapted from Seohong Park's OPAL):
+  R = sum_{i<k} gamma^i (r_i + reward_shift),      y = R + gamma^k (1 - terminated~) min_{j in M} Q̄_j(s_k, u'),
+
+with gamma the low-level discount (`Config.discount`) and the high level's hp.discount = gamma^H; explore's
+`skill_horizon` turns hp.discount into gamma^k per row from the stored k. The prior data becomes high-level
+transitions (s_0, u = tanh(mu_q), s_H) (`high_level_transitions`; every segment is a full skill, k = H), labelled
+inside the update by the "min" label r~ = r_min + beta b(s, u), with beta b(s, u) added to online rows too, and
+soft terminations p_end(s'); early exploration samples u = tanh(z), z ~ p(z | s) (`skill_prior_action`) instead
+of uniform actions.
+
+What the reference does (rail-berkeley/supe, checked in the files named) and what is chosen here:
+  * High-level discount: the SAC agent's discount is 0.99 per HIGH-LEVEL step (`configs/sac_config.py`,
+    `td_config.py`), while the skill reward inside uses OPAL's discount 0.99 per low-level step
+    (`wrappers/meta_env_wrapper.py` l.136-150, `configs/opal_config.py`). Here gamma = 0.99^(1/4) per low-level
+    step, so a full skill discounts by gamma^4 = 0.99 exactly as the reference's high level (the horizon the
+    large mazes need: ~100 skills), and the semi-MDP stays consistent (the reference weights the 4 rewards with
+    0.99^i, a 1% difference). The old default here, 0.99^4 per skill, cut the horizon to ~25 skills.
+  * A skill cut short after k < H steps: the reference's wrapper then returns the discounted sum over a window
+    that reaches back into the previous skill (l.126-150) and bootstraps with the same 0.99 (the antmaze time
+    limits are multiples of 4, so only the goal, a terminal, ends a skill early there). Here R sums only the
+    k real steps and the bootstrap is gamma^k (a fix: the old code bootstrapped with gamma^H).
+  * Labels on antmaze (`README.md`, the AntMaze command): `--offline_relabel_type=min --use_rnd_offline=True
+    --use_rnd_online=True --config.num_min_qs=1 --config.backup_entropy=False`, RND coefficient 8
+    (`configs/rnd_config.py`), initial temperature 0.05 (`configs/sac_config.py`); the min label is the minimum
+    of the chunked dataset's shifted rewards with the reward model's soft mask (`train_finetuning_supe.py`
+    l.197, 352-358). The defaults of `experiments/supe.py` are these, with r_min = sum_{i<H} gamma^i (0 - 1)
+    (`min_skill_reward`). The reference's RND on (s, u) is the same module as ExPLORe's (mean over 256 features).
+  * Reward shift: the reference subtracts 1 from every low-level reward on antmaze, in the online wrapper
+    (l.121-124) and the prior data (`D4RLDataset(subtract_one=...)`), not in evaluation. Here
+    `Config.reward_shift` = -1 inside `SkillEnv`'s sum; evaluation uses the raw rewards.
+  * Low-level actions: sampled and clipped (`pretraining/opal.py` `sample_skill_actions` l.446-452), also
+    during evaluation (the same wrapper). Same here (`sample_actions=True`, training and evaluation).
+  * The reference can insert extra "interpolated" skills (`--interpolate`, off by default); not here.
+
+Where the skill stage departs from the reference code (`pretraining/opal.py`, adapted from Seohong Park's OPAL):
   * Encoder: one unidirectional GRU over concat(s_t, a_t) and a linear head on its last output; the reference
     embeds observations with an MLP and runs two bidirectional GRU layers whose H outputs are concatenated.
   * Posterior std: exp(log_std) clipped to [-5, 2]; the reference uses exp(0.5 * output) unclipped.
@@ -33,7 +63,7 @@ Where this departs from the reference code (rail-berkeley/supe `opal.py`, adapte
   * Loss scale: the NLL is SUMMED over the H steps (the ELBO above); the reference averages it over steps, which
     with the same beta weights the KL H times more.
   * High-level actions live in (-1, 1)^latent (u = tanh z) so any tanh-Gaussian agent in `algos/` drives skills;
-    the reference's high-level actions are raw latents.
+    the reference's high-level actions are raw latents (its TanhConverter maps them the same way).
   * Learning rate is a sweepable hyperparameter (Adam direction from optax, step size applied per update).
 """
 

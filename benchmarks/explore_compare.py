@@ -34,8 +34,9 @@ METHODS = {  # name -> (experiment module, flags)
     "online + RND": ("explore", ["--method", "online-rnd"]),
     "online": ("explore", ["--method", "online"]),
     "ExPLORe (min label)": ("explore", ["--method", "explore-min"]),
+    "naive (reward model, no RND)": ("explore", ["--method", "naive-rm"]),
 }
-DEFAULT = [m for m in METHODS if m != "ExPLORe (min label)"]
+DEFAULT = [m for m in METHODS if m not in ("ExPLORe (min label)", "naive (reward model, no RND)")]
 
 
 def main():

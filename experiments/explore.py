@@ -8,21 +8,30 @@
     python experiments/explore.py --resume runs/explore-...         # continue a killed run
 
 Methods (`--method`): `explore` labels the prior half of every minibatch with r̂(s, a) + beta RND(s, a) (reward
-model and termination classifier trained on online data only); `explore-min` with r_min + beta RND; `naive` keeps
-the prior data with reward 0; `online-rnd` and `online` use no prior data (with/without the bonus on online
+model and termination classifier trained on online data only; soft terminations); `explore-min` with
+r_min + beta RND; `naive` keeps the prior data with reward 0, never terminal; `naive-rm` labels it with r̂ and no
+bonus (the reference's "naive"); `online-rnd` and `online` use no prior data (with/without the bonus on online
 rewards). The prior data is the point maze's generated "diverse" dataset (a noisy waypoint controller driving to
 RANDOM goal cells; made on first use under data/) with its rewards and terminals dropped: only (s, a, s').
 
-Outputs under the run directory: config.json, metrics.jsonl (per chunk: losses, `prior_reward`, RND bonus on
-prior and online rows, `first_success_step` = env steps until the goal was first reached by the online agent, -1
-before), eval.jsonl, tb/, checkpoints/, curves.png. `benchmarks/explore_compare.py` runs every method (and SUPE)
-and writes the comparison table.
+Task convention (the reference's antmaze one; see algos/explore.py): `--hp.reward-bias -1` makes every step
+pay -1 and the goal step 0, and reaching the goal terminates the episode, so ending at the goal is the best
+outcome while the positive bonus keeps paying elsewhere (`--hp.reward-bias 0` restores the raw 0/1 reward).
 
-CPU-sized defaults: 8 envs, 4 LayerNorm critics of 128x128, batch 128, 4 critic steps per vectorised step (UTD
-0.5), no entropy term in the critic's backup and an initial temperature of 0.1 (with alpha = 1 the entropy
-bonus, ~1.4 per step, swamps a sparse 0/1 reward and the RND bonus for the first tens of thousands of steps).
-Paper scale (GPU): --agent.num-envs 1 --agent.updates-per-step 20 --agent.num-critics 10
---agent.hidden-sizes 256 256 --agent.batch-size 256 --agent.start-steps 5000 --total-steps 300000.
+Outputs under the run directory: config.json, metrics.jsonl (per chunk: losses, `prior_reward`, `online_reward`,
+`prior_terminated`, RND bonus on prior and online rows `rnd_bonus_prior`/`rnd_bonus_online`,
+`first_success_step` = env steps until the goal was first reached by the online agent, -1 before), eval.jsonl,
+tb/, checkpoints/, curves.png. `benchmarks/explore_compare.py` runs every method (and SUPE) and writes the
+comparison table.
+
+CPU-sized defaults: 8 envs, 4 LayerNorm critics of 128x128 with ONE random target critic (the reference's
+num_min_qs=1), batch 128, 4 critic steps per vectorised step (UTD 0.5 per transition) and 4 reward-model steps,
+RND of the reference's size (3 x 256, 256 features, mean), reward model 3 x 128, no entropy term in the critic's
+backup and an initial temperature of 0.1 (with alpha = 1 the entropy bonus, ~1.4 per step, swamps a sparse
+reward and the RND bonus for the first tens of thousands of steps).
+Paper scale (GPU; the reference: UTD 20, 20 reward-model steps per env step): --agent.num-envs 1
+--agent.updates-per-step 20 --agent.num-critics 10 --agent.hidden-sizes 256 256 256 --agent.batch-size 256
+--labeler-hidden-sizes 256 256 256 --agent.start-steps 5000 --hp.init-temperature 1 --total-steps 300000.
 """
 
 from __future__ import annotations

@@ -9,17 +9,24 @@
 Two phases, each with its own logs and checkpoints under the run directory:
   skills/  the VAE (segments of H = 4 steps, latent 8, GRU encoder, state-conditioned prior, KL weight 0.1),
            trained once and shared by every member of the population (`--skill-steps` gradient steps);
-  online/  high-level SAC/RLPD over skills u = tanh(z) (one action = H env steps), with the prior data as
-           high-level transitions (s_0, tanh(mu_q), s_H) relabelled by ExPLORe's optimistic labeller (reward
-           model + beta RND on (s, u), trained on online data only); early actions are skills drawn from the VAE
-           prior. `first_success_step` in online/metrics.jsonl counts LOW-level env steps.
+  online/  high-level SAC/RLPD over skills u = tanh(z) (one action = H env steps, low-level actions sampled from
+           the decoder), with the prior data as high-level transitions (s_0, tanh(mu_q), s_H) labelled as the
+           reference does on antmaze: the "min" label r_min + beta RND(s, u) on prior rows, beta RND(s, u) added to
+           online rows too (beta = 8), soft terminations from a classifier trained on online data; early actions
+           are skills drawn from the VAE prior. `first_success_step` in online/metrics.jsonl counts LOW-level steps.
+
+Task convention (the reference's antmaze one, see algos/explore.py): -1 per low-level step inside the skill's
+discounted sum, 0 on the step that reaches the goal, which terminates the episode. Discounts: gamma = 0.99^(1/4)
+per low-level step, so a full skill discounts by gamma^H = 0.99 (the reference's high-level discount) and a skill
+cut short after k steps by gamma^k. `--hp.min-reward` is the min label of a full skill, sum_{i<H} gamma^i (0 - 1).
 
 The prior data is the point maze's generated "diverse" dataset without its rewards and terminals (see
 experiments/explore.py). `--total-steps` counts low-level env steps. CPU-sized defaults: VAE of 128x128 trained
-for 6k steps; high-level agent of 4 LayerNorm critics of 128x128, 8 envs, batch 128, 4 critic steps per
-vectorised high-level step. Paper scale (GPU): --skills.hidden-sizes 256 256 --skill-steps 100000
---agent.num-envs 1 --agent.updates-per-step 20 --agent.num-critics 10 --agent.hidden-sizes 256 256
---agent.batch-size 256 --total-steps 300000.
+for 6k steps; high-level agent of 4 LayerNorm critics of 128x128 (target: one random critic), 8 envs, batch 128,
+4 critic steps per vectorised high-level step, initial temperature 0.05 (the reference's), no entropy backup.
+Paper scale (GPU; the reference runs 4 x 20 critic steps per skill): --skills.hidden-sizes 256 256
+--skill-steps 100000 --agent.num-envs 1 --agent.updates-per-step 80 --agent.num-critics 10 --agent.hidden-sizes
+256 256 256 --agent.batch-size 256 --labeler-hidden-sizes 256 256 256 --total-steps 300000.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from envs import datasets, maze_data  # noqa: E402
 from experiments import runner  # noqa: E402
 
 CPU_AGENT = sac.Config(num_envs=8, chunk_steps=25, batch_size=128, hidden_sizes=(128, 128), num_critics=4,
-                       num_target_critics=2, critic_layernorm=True, updates_per_step=4, start_steps=500,
+                       num_target_critics=1, critic_layernorm=True, updates_per_step=4, start_steps=500,
                        buffer_capacity=100_000, eval_episodes=8, backup_entropy=False)
 
 
@@ -62,7 +69,7 @@ class Args:
     """Transitions in the generated point-maze prior data (when --dataset is not given)."""
     no_prior_online: bool = False
     """Baseline: use the skills but no prior data online (the high-level agent learns from its own data only,
-    with the RND bonus on its rewards)."""
+    with the RND bonus on its rewards; the reference's "online w/ trajectory skills")."""
     skills: supe.SkillConfig = supe.SkillConfig(hidden_sizes=(128, 128))
     """The skill VAE (static)."""
     skill_hp: supe.SkillHParams = supe.SkillHParams()
@@ -71,22 +78,33 @@ class Args:
     """VAE gradient steps (trained once, shared by the population)."""
     skills_from: str = ""
     """Skip VAE training: use the final skills/ checkpoint of this earlier run directory (same --skills)."""
-    discount: float = 0.99
-    """Low-level discount gamma (inside a skill). The high-level agent's discount is --hp.discount = gamma^H."""
+    discount: float = supe.Config.discount
+    """Low-level discount gamma inside a skill (0.99^(1/4)). The high level's --hp.discount must be gamma^H."""
+    reward_shift: float = -1.0
+    """Added to every low-level reward (-1: the antmaze convention; 0: the raw 0/1 reward)."""
+    deterministic_skills: bool = False
+    """Run skills with the decoder mean instead of sampled low-level actions (the reference samples)."""
     agent: sac.Config = CPU_AGENT
     """The high-level agent (static); its action is a skill."""
-    labeler_hidden_sizes: tuple[int, ...] = (128, 128)
-    """Hidden widths of the reward model, termination classifier and RND networks (on (s, u))."""
-    hp: explore.HParams = explore.HParams(discount=0.99**4, init_temperature=0.1)
-    """Sweepable high-level hyperparameters (discount = gamma^H for H = 4)."""
+    labeler_hidden_sizes: tuple[int, ...] = (128, 128, 128)
+    """Hidden widths of the reward model and termination classifier (on (s, u); the reference: 256 x 3)."""
+    rnd_hidden_sizes: tuple[int, ...] = (256, 256, 256)
+    """Hidden widths of the RND networks (on (s, u); the reference's)."""
+    hp: explore.HParams = explore.HParams(
+        discount=supe.high_level_discount(supe.Config()), init_temperature=0.05, rnd_coef=8.0,
+        min_reward=supe.min_skill_reward(supe.Config()))
+    """Sweepable high-level hyperparameters: discount = gamma^H = 0.99 per full skill, beta = 8, alpha_0 = 0.05,
+    min_reward = sum_{i<H} gamma^i (-1) (change it with --discount / --reward-shift)."""
     run: Annotated[runner.RunConfig, tyro.conf.OmitArgPrefixes] = runner.RunConfig(total_steps=60_000,
                                                                                   eval_every=5)
     """Online budget in low-level env steps, seeds, logging and checkpointing."""
 
     def config(self) -> supe.Config:
-        return supe.Config(skills=self.skills, discount=self.discount, explore=explore.Config(
-            agent=self.agent, prior_label="optimistic", online_bonus=self.no_prior_online,
-            labeler_hidden_sizes=self.labeler_hidden_sizes))
+        return supe.Config(skills=self.skills, discount=self.discount, reward_shift=self.reward_shift,
+                           sample_actions=not self.deterministic_skills, explore=explore.Config(
+                               agent=self.agent, prior_label="min", online_bonus=True,
+                               labeler_hidden_sizes=self.labeler_hidden_sizes,
+                               rnd_hidden_sizes=self.rnd_hidden_sizes))
 
 
 def load_segments(args: Args, env: envs.Env) -> dict:

@@ -317,10 +317,10 @@ def test_a_skill_cut_short_by_the_time_limit_bootstraps_with_gamma_to_the_k():
 @pytest.mark.parametrize("kwargs, flag", [({"terminate_at": 6}, "terminated"), ({"max_steps": 6}, "truncated")])
 def test_episode_end_inside_a_segment_stops_it(kwargs, flag):
     """The low-level episode ends at t = 6, the 2nd step of the 2nd segment: the remaining 2 steps are no-ops."""
-    _, _, s2 = _two_steps(_skill_env(**kwargs))
+    _, _, s2 = _two_steps(dataclasses.replace(_skill_env(**kwargs), reward_shift=-1.0))
     assert bool(getattr(s2, flag)) and not bool(getattr(s2, {"terminated": "truncated"}.get(flag, "terminated")))
     assert int(s2.info["env_steps"]) == 2 and float(s2.obs[0]) == 6.0 and int(s2.info["steps"]) == 6
-    np.testing.assert_allclose(float(s2.reward), 5 + 0.9 * 6, rtol=1e-6)
+    np.testing.assert_allclose(float(s2.reward), (5 - 1) + 0.9 * (6 - 1), rtol=1e-6)  # no-ops pay no shift
     assert float(s2.info["segment_return"]) == 11.0
 
 
@@ -410,6 +410,7 @@ def test_online_high_level_training_counts_low_level_steps_and_labels_prior_segm
     assert np.isfinite(float(evaluate(carry, KEY, hp)["eval_return"]))
 
 
+@pytest.mark.slow
 def test_cli_trains_skills_once_and_reuses_them(tmp_path):
     import json
     import subprocess
@@ -418,8 +419,9 @@ def test_cli_trains_skills_once_and_reuses_them(tmp_path):
     tiny = ["--env", "pointmaze-umaze-jax", "--dataset-size", "3000", "--skills.hidden-sizes", "16", "16",
             "--skills.updates-per-chunk", "50", "--skill-steps", "100", "--total-steps", "320",
             "--agent.num-envs", "2", "--agent.chunk-steps", "20", "--agent.batch-size", "16",
-            "--agent.hidden-sizes", "16", "16", "--labeler-hidden-sizes", "16", "--agent.start-steps", "40",
-            "--agent.buffer-capacity", "256", "--agent.num-critics", "2", "--no-progress", "--no-tensorboard",
+            "--agent.hidden-sizes", "16", "16", "--labeler-hidden-sizes", "16", "--rnd-hidden-sizes", "16",
+            "--agent.start-steps", "40", "--agent.buffer-capacity", "256", "--agent.num-critics", "2",
+            "--checkpoint-every", "1", "--no-progress", "--no-tensorboard",
             "--dataset", str(tmp_path / "prior.hdf5")]
     from envs import datasets, maze_data
     datasets.save_dataset(tmp_path / "prior.hdf5", maze_data.diverse_dataset("umaze", 3000, num_envs=4))
@@ -436,3 +438,26 @@ def test_cli_trains_skills_once_and_reuses_them(tmp_path):
     assert not (tmp_path / "b" / "skills").exists() and (tmp_path / "b" / "online" / "eval.jsonl").exists()
     bad = run("--run-dir", str(tmp_path / "c"), "--skills-from", str(tmp_path / "nowhere"))
     assert bad.returncode == 2 and "nowhere" in bad.stderr
+
+    # Resume of each phase: a run "killed" after the first checkpoint of the skills phase (no online/ yet), and
+    # one killed after the first checkpoint of the online phase, continue from there and log exactly what the
+    # uninterrupted run logged (CPU: bit for bit).
+    import shutil
+    read = lambda path: path.read_text().splitlines()
+    for phase, cut in (("skills", 1), ("online", 1)):
+        killed = tmp_path / f"killed-{phase}"
+        shutil.copytree(tmp_path / "a", killed)
+        if phase == "skills":
+            shutil.rmtree(killed / "online")
+        ckpts = killed / phase / "checkpoints"
+        steps = sorted(int(d.name) for d in ckpts.iterdir() if d.name.isdigit())
+        assert steps[0] == cut and len(steps) > 1, steps
+        for step in steps[1:]:
+            shutil.rmtree(ckpts / str(step))
+        resumed = subprocess.run([sys.executable, "experiments/supe.py", "--resume", str(killed)],
+                                 capture_output=True, text=True, cwd=repo, timeout=300)
+        assert resumed.returncode == 0, resumed.stderr
+        assert f"{phase}: resuming" in resumed.stderr and f"from chunk {cut}/" in resumed.stderr, resumed.stderr
+        for sub in ("skills", "online"):
+            for log in ("metrics.jsonl", "eval.jsonl"):
+                assert read(killed / sub / log) == read(tmp_path / "a" / sub / log), (phase, sub, log)
