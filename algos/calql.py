@@ -22,12 +22,13 @@ bound on the value of the behaviour policy: Cal-QL pushes policy Q-values down o
 pretrained Q-function is calibrated (not arbitrarily pessimistic), which is what makes fine-tuning stable.
 `use_calql=False` gives plain CQL. Without importance sampling the candidates are the raw Q-values plus Q(s, a).
 
-Lagrange variant (`lagrange=True`): alpha' = exp(log alpha') is tuned so that the CQL gap stays at
-`target_action_gap`: the critic's penalty becomes alpha' * alpha_cql * (gap - target_action_gap) and
-log alpha' ascends the same quantity.
+Lagrange variant (`lagrange=True`, the reference's `cql_autotune_alpha` on AntMaze): the fixed alpha_cql is
+replaced by a multiplier alpha' = softplus(p) >= 0 (initialised to 1, as the reference) and the penalty becomes
+alpha' * (mean gap - target_action_gap); p descends -alpha' * (gap - target_action_gap), so alpha' grows while the
+gap is above the target (0.8 on AntMaze) and shrinks towards 0 below it.
 
-Max-target backup (`max_target_backup=True`, used by the reference for AntMaze): the TD target takes the max over
-N policy samples at s' of the min over the target subset, without the entropy term.
+Max-target backup (`sac.Config.max_target_backup`, on by default in the reference's CQL config): the TD target
+takes the max over N policy samples at s' of the min over the target subset (see `sac.critic_target`).
 
 Departures from the reference (JaxCQL / the WSRL repository's `calql.py`): the ensemble's TD and CQL terms are
 averaged over critics (the reference sums over two critics; with Adam the scale is immaterial); the N policy
@@ -62,14 +63,15 @@ class Config:
     """Subtract the log-density of each candidate action inside the logsumexp."""
     lagrange: bool = False
     """Tune alpha' automatically to keep the CQL gap at target_action_gap."""
-    max_target_backup: bool = False
-    """TD target = max over N policy samples at s' (no entropy term)."""
     updates_per_chunk: int = 500
     """Gradient steps per jitted chunk (one lax.scan)."""
 
     def __post_init__(self):
         if self.num_cql_actions < 1 or self.updates_per_chunk < 1:
             raise ValueError("Cal-QL num_cql_actions and updates_per_chunk must be positive integers.")
+
+
+LAGRANGE_INIT_PARAM = math.log(math.e - 1.0)  # softplus^-1(1)
 
 
 @struct.dataclass
@@ -85,7 +87,7 @@ class HParams(sac.HParams):
 @struct.dataclass
 class Carry:
     agent: sac.AgentState
-    log_alpha_prime: jax.Array  # Lagrange multiplier (unused unless cfg.lagrange)
+    alpha_prime_param: jax.Array  # Lagrange multiplier alpha' = softplus(param) (unused unless cfg.lagrange)
     alpha_prime_opt_state: optax.OptState
     rng: jax.Array
     num_updates: jax.Array  # int32
@@ -113,28 +115,11 @@ def conservative_penalty(q_data, q_uniform, q_pi, q_next, log_pi, log_pi_next, m
     return soft_max - q_data, floored
 
 
-def _max_target(agent: sac.AgentState, batch: dict, key, hp: HParams, cfg: Config, acfg: sac.Config):
-    k_actions, k_subset = jax.random.split(key)
-    n = cfg.num_cql_actions
-    dist = sac.actor_net(acfg, agent.action_size).apply(agent.actor_params, batch["next_obs"])
-    next_actions = jax.vmap(dist.sample)(jax.random.split(k_actions, n))  # (N, B, A)
-    subset = jax.random.choice(k_subset, acfg.num_critics, (acfg.num_target_critics,), replace=False)
-    params = jax.tree.map(lambda p: p[subset], agent.target_critic_params)
-    critic = sac.critic_net(acfg, acfg.num_target_critics)
-    next_q = jax.vmap(lambda a: critic.apply(params, batch["next_obs"], a).min(0))(next_actions).max(0)
-    reward = hp.reward_scale * batch["reward"] + hp.reward_bias
-    not_terminated = 1.0 - batch["terminated"].astype(jnp.float32)
-    return jax.lax.stop_gradient(reward + hp.discount * not_terminated * next_q)
-
-
 def update(carry: Carry, batch: dict, hp: HParams, cfg: Config, acfg: sac.Config) -> tuple[Carry, dict]:
     """One Cal-QL step on `batch` (keys: obs, action, reward, next_obs, terminated, mc_return)."""
     agent, n = carry.agent, cfg.num_cql_actions
     rng, k_target, k_uniform, k_pi, k_next, k_actor = jax.random.split(carry.rng, 6)
-    if cfg.max_target_backup:
-        target = _max_target(agent, batch, k_target, hp, cfg, acfg)
-    else:
-        target = sac.critic_target(agent, batch, k_target, hp, acfg)
+    target = sac.critic_target(agent, batch, k_target, hp, acfg)  # max-target backup if acfg says so
 
     obs, batch_size = batch["obs"], batch["obs"].shape[0]
     actor = sac.actor_net(acfg, agent.action_size)
@@ -145,7 +130,7 @@ def update(carry: Carry, batch: dict, hp: HParams, cfg: Config, acfg: sac.Config
     a_pi, log_pi, a_next, log_pi_next = jax.lax.stop_gradient((a_pi, log_pi, a_next, log_pi_next))
     a_uniform = jax.random.uniform(k_uniform, (n, batch_size, agent.action_size), minval=-1.0, maxval=1.0)
     critic = sac.critic_net(acfg, acfg.num_critics)
-    alpha_prime = jnp.clip(jnp.exp(carry.log_alpha_prime), 0.0, 1e6)
+    alpha_prime = jax.nn.softplus(carry.alpha_prime_param)
 
     def loss_fn(params):
         q_data = critic.apply(params, obs, batch["action"])  # (E, B)
@@ -155,7 +140,7 @@ def update(carry: Carry, batch: dict, hp: HParams, cfg: Config, acfg: sac.Config
                                             hp.cql_temperature, cfg.use_calql, cfg.importance_sample)
         td_loss = jnp.mean((q_data - target[None]) ** 2)
         if cfg.lagrange:
-            cql_loss = jnp.mean(alpha_prime * hp.cql_alpha * (gap - hp.target_action_gap))
+            cql_loss = alpha_prime * (jnp.mean(gap) - hp.target_action_gap)
         else:
             cql_loss = jnp.mean(hp.cql_alpha * gap)
         return td_loss + cql_loss, {"td_loss": td_loss, "cql_loss": cql_loss, "cql_gap": gap.mean(),
@@ -166,13 +151,13 @@ def update(carry: Carry, batch: dict, hp: HParams, cfg: Config, acfg: sac.Config
     agent = sac.apply_critic_gradients(agent, grads, hp, hp.critic_weight_decay)
     agent, actor_metrics = sac.update_actor_and_temperature(agent, batch, k_actor, hp, acfg)
 
-    log_alpha_prime, alpha_prime_opt_state = carry.log_alpha_prime, carry.alpha_prime_opt_state
-    if cfg.lagrange:  # ascend alpha' * (gap - target_gap): grow alpha' while the gap is above target
+    alpha_prime_param, alpha_prime_opt_state = carry.alpha_prime_param, carry.alpha_prime_opt_state
+    if cfg.lagrange:  # minimise -alpha' (gap - target_gap): alpha' grows while the gap is above target
         gap = jax.lax.stop_gradient(metrics["cql_gap"])
-        grad = -(jnp.exp(log_alpha_prime) * hp.cql_alpha * (gap - hp.target_action_gap))
-        log_alpha_prime, alpha_prime_opt_state = sac.adam_step(log_alpha_prime, alpha_prime_opt_state, grad,
-                                                               hp.lagrange_lr)
-    carry = Carry(agent=agent, log_alpha_prime=log_alpha_prime, alpha_prime_opt_state=alpha_prime_opt_state,
+        grad = jax.grad(lambda p: -jax.nn.softplus(p) * (gap - hp.target_action_gap))(alpha_prime_param)
+        alpha_prime_param, alpha_prime_opt_state = sac.adam_step(alpha_prime_param, alpha_prime_opt_state, grad,
+                                                                 hp.lagrange_lr)
+    carry = Carry(agent=agent, alpha_prime_param=alpha_prime_param, alpha_prime_opt_state=alpha_prime_opt_state,
                   rng=rng, num_updates=carry.num_updates + 1)
     return carry, {"critic_loss": loss, "alpha_prime": alpha_prime, **metrics, **actor_metrics}
 
@@ -189,9 +174,9 @@ def make_pretrain(cfg: Config, acfg: sac.Config, env: envs.Env):
     def init_carry(key, hp: HParams) -> Carry:
         k_agent, k_rng = jax.random.split(key)
         agent = sac.init_agent(k_agent, acfg, hp, env.observation_size, env.action_size)
-        log_alpha_prime = jnp.zeros(())
-        return Carry(agent=agent, log_alpha_prime=log_alpha_prime,
-                     alpha_prime_opt_state=sac.adam.init(log_alpha_prime), rng=k_rng,
+        alpha_prime_param = jnp.full((), LAGRANGE_INIT_PARAM)  # softplus(param) = 1, the reference's init
+        return Carry(agent=agent, alpha_prime_param=alpha_prime_param,
+                     alpha_prime_opt_state=sac.adam.init(alpha_prime_param), rng=k_rng,
                      num_updates=jnp.zeros((), jnp.int32))
 
     def train_chunk(carry: Carry, hp: HParams, dataset: dict):

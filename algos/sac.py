@@ -9,7 +9,8 @@ Papers
 Equations (E critics Q_1..Q_E with Polyak targets Q̄_j, policy pi, temperature alpha = exp(log_alpha)):
   critic   y    = r~ + gamma (1 - terminated) ( min_{j in M} Q̄_j(s', a') - alpha * backup_entropy * log pi(a'|s') ),
                   a' ~ pi(.|s'),  M a random subset of size `num_target_critics` drawn per critic update,
-                  r~ = reward_scale * r + reward_bias
+                  r~ = reward_scale * r + reward_bias;  with `max_target_backup`: the bracket is maxed over N
+                  policy samples a'_n at s' (CQL/Cal-QL's and WSRL's "max-target backup")
            loss = mean over members and batch of (Q_i(s, a) - y)^2
   actor    loss = mean_batch[ alpha log pi(a|s) - reduce_E Q_i(s, a) ],  a ~ pi(.|s) (reparameterised),
                   reduce = mean (RLPD) or min (classic clipped double-Q with E = 2)
@@ -23,7 +24,7 @@ Defaults give plain SAC (E = M = 2, G = 1); RLPD is `num_critics=10, num_target_
 updates_per_step=20` plus symmetric sampling from a prior buffer (`replay.sample_symmetric`).
 
 Defaults: Adam, lr 3e-4 for everything, gamma 0.99, tau 0.005, alpha_0 = 1, hidden (256, 256), batch 256, target
-entropy -|A|/2 (RLPD's choice; the SAC paper uses -|A|), log-std clipped to [-10, 2], Xavier-uniform init.
+entropy -|A|/2 (RLPD's choice; the SAC paper, Cal-QL and WSRL use -|A|: `target_entropy_per_action=-1`), log-std clipped to [-10, 2], Xavier-uniform init.
 
 Where this departs from the reference code (RLPD's `rlpd/agents/sac/sac_learner.py`, jaxrl):
   * Learning rates and weight decay are sweepable hyperparameters (a vmapped population can hold different
@@ -69,14 +70,18 @@ class Config:
     num_target_critics: int = 2  # M: target = min over a random subset of M target critics
     critic_layernorm: bool = False
     backup_entropy: bool = True
-    actor_q_reduction: str = "mean"  # "mean" (RLPD) or "min" over the ensemble
-    target_entropy: float | None = None  # None: -action_size / 2
+    actor_q_reduction: str = "mean"  # "mean" (RLPD) or "min" over the ensemble (WSRL, classic clipped double-Q)
+    actor_layernorm: bool = False  # LayerNorm in the policy trunk (WSRL's antmaze config)
+    max_target_backup: bool = False  # TD target: max over `backup_actions` policy samples at s' (Cal-QL, WSRL)
+    backup_actions: int = 10  # N policy samples at s' for the max-target backup
+    target_entropy: float | None = None  # None: target_entropy_per_action * action_size
+    target_entropy_per_action: float = -0.5  # -1/2 (RLPD); -1 is the SAC paper's, Cal-QL's and WSRL's -|A|
     eval_episodes: int = 8
 
     def __post_init__(self):
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # hashable: Config is a static arg
         for name in ("num_envs", "chunk_steps", "buffer_capacity", "batch_size", "updates_per_step",
-                     "num_critics", "num_target_critics", "eval_episodes"):
+                     "num_critics", "num_target_critics", "eval_episodes", "backup_actions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be a positive integer, got {getattr(self, name)}.")
         if self.start_actions not in ("uniform", "policy"):
@@ -127,7 +132,7 @@ class AgentState:
 # ---- networks and optimiser ------------------------------------------------------------------------------
 
 def actor_net(cfg: Config, action_size: int) -> TanhGaussianActor:
-    return TanhGaussianActor(action_size, cfg.hidden_sizes)
+    return TanhGaussianActor(action_size, cfg.hidden_sizes, use_layernorm=cfg.actor_layernorm)
 
 
 def critic_net(cfg: Config, num_critics: int) -> CriticEnsemble:
@@ -147,7 +152,7 @@ def adam_step(params, opt_state, grads, lr, weight_decay=None):
 
 
 def _target_entropy(cfg: Config, action_size: int) -> float:
-    return -action_size / 2.0 if cfg.target_entropy is None else cfg.target_entropy
+    return cfg.target_entropy_per_action * action_size if cfg.target_entropy is None else cfg.target_entropy
 
 
 def temperature(agent: AgentState) -> jax.Array:
@@ -181,19 +186,29 @@ def act(agent: AgentState, obs: jax.Array, key: jax.Array, deterministic: bool, 
 # ---- losses and update -----------------------------------------------------------------------------------
 
 def critic_target(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, cfg: Config) -> jax.Array:
-    """y = r~ + gamma (1 - terminated) (min over a random M-subset of target Q(s', a') - alpha log pi(a'|s'))."""
+    """y = r~ + gamma (1 - terminated) (min over a random M-subset of target Q(s', a') - alpha log pi(a'|s')).
+
+    With `max_target_backup`, N = `backup_actions` actions a'_n ~ pi(.|s') are drawn and the bootstrap is
+    max_n [min_M Q̄(s', a'_n) - alpha log pi(a'_n|s')] (the entropy term only with `backup_entropy`)."""
     k_action, k_subset = jax.random.split(key)
-    next_action, next_log_prob = actor_net(cfg, agent.action_size).apply(
-        agent.actor_params, batch["next_obs"]).sample_and_log_prob(k_action)
+    next_dist = actor_net(cfg, agent.action_size).apply(agent.actor_params, batch["next_obs"])
+    if cfg.max_target_backup:  # (N, B, A), (N, B)
+        next_action, next_log_prob = jax.vmap(next_dist.sample_and_log_prob)(
+            jax.random.split(k_action, cfg.backup_actions))
+    else:  # (B, A), (B,)
+        next_action, next_log_prob = next_dist.sample_and_log_prob(k_action)
     # Evaluate only the M chosen target critics: slice their parameters out of the ensemble axis (as RLPD).
     # With M = E every subset is the whole ensemble, so the gather is skipped.
     subset_params = agent.target_critic_params
     if cfg.num_target_critics < cfg.num_critics:
         subset = jax.random.choice(k_subset, cfg.num_critics, (cfg.num_target_critics,), replace=False)
         subset_params = jax.tree.map(lambda p: p[subset], subset_params)
-    next_q = critic_net(cfg, cfg.num_target_critics).apply(subset_params, batch["next_obs"], next_action).min(0)
+    target_q = lambda a: critic_net(cfg, cfg.num_target_critics).apply(subset_params, batch["next_obs"], a).min(0)
+    next_q = jax.vmap(target_q)(next_action) if cfg.max_target_backup else target_q(next_action)
     if cfg.backup_entropy:
         next_q = next_q - temperature(agent) * next_log_prob
+    if cfg.max_target_backup:
+        next_q = next_q.max(0)
     reward = hp.reward_scale * batch["reward"] + hp.reward_bias
     not_terminated = 1.0 - batch["terminated"].astype(jnp.float32)
     return jax.lax.stop_gradient(reward + hp.discount * not_terminated * next_q)

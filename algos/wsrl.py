@@ -40,9 +40,13 @@ import envs
 from algos import calql, sac
 from envs import datasets
 
-# The online agent of the paper: 10 LayerNorm critics, min over a random pair, UTD 4, no entropy backup.
+# The agent of the reference's `antmaze_wsrl` config: 10 LayerNorm critics, target = min over a random pair with
+# the max-target backup, no entropy backup, LayerNorm policy whose loss takes the MIN over all 10 critics, target
+# entropy -|A|, UTD 4 per transition (one env; `updates_per_step` counts critic steps per VECTORISED step).
 PAPER_AGENT = sac.Config(num_critics=10, num_target_critics=2, critic_layernorm=True, updates_per_step=4,
-                         backup_entropy=False)
+                         num_envs=1, backup_entropy=False, actor_q_reduction="min", actor_layernorm=True,
+                         max_target_backup=True, target_entropy_per_action=-1.0,
+                         batch_size=256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +56,9 @@ class Config:
 
     agent: sac.Config = PAPER_AGENT
     """The SAC agent: networks, ensemble, UTD, envs and chunking of the online phase."""
-    cql: calql.Config = calql.Config()
-    """Cal-QL pretraining options (the conservative term; the agent is `agent` above)."""
+    cql: calql.Config = calql.Config(lagrange=True)
+    """Cal-QL pretraining options (the conservative term; the agent is `agent` above). The reference tunes the
+    CQL weight with a Lagrange multiplier on AntMaze (target gap 0.8, `HParams.target_action_gap`)."""
     warmup_steps: int = 5000
     """Online transitions collected by the pretrained policy before the first gradient step (0 = no warmup)."""
     retain_offline: bool = False

@@ -72,7 +72,7 @@ class Args:
     """Baseline: no pretraining (the warmup transitions then use uniform-random actions)."""
     agent: sac.Config = CPU_AGENT
     """The SAC agent, shared by both phases (the handoff needs identical networks)."""
-    cql: calql.Config = calql.Config(num_cql_actions=4, updates_per_chunk=250)
+    cql: calql.Config = calql.Config(num_cql_actions=4, updates_per_chunk=250, lagrange=True)
     """Cal-QL's conservative term (pretraining only)."""
     hp: wsrl.HParams = wsrl.HParams(reward_scale=10.0, reward_bias=-5.0, actor_lr=1e-4, temp_lr=1e-4)
     """Sweepable hyperparameters of both phases (Cal-QL's AntMaze reward transform: 10 r - 5)."""
