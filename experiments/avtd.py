@@ -34,8 +34,9 @@ decay is decoupled (a kernel shrinks by the fraction lr * wd per step: 1e-4 at l
 UTD (critic gradient steps per collected transition) = agent.updates_per_step / agent.num_envs. Presets
 (`--preset NAME` is shorthand for the flags listed; flags given after it on the command line win):
   cpu       (default) (64, 64) nets, batch 128, 4 envs x 25 steps per chunk, 4 critic steps per vectorised
-            step: UTD 1; 10k steps. Cheap, but at UTD 1 the agents hardly overfit (train and validation TD
-            errors stay close for most agents), so it is a weak test of the paper's idea.
+            step: UTD 1; 10k steps. Cheap, but a weak test of the paper's idea: at UTD 1 (benchmarks/RESULTS.md,
+            inverted_pendulum) training and validation TD errors of the unregularised and weight-decay agents
+            stay together, i.e. there is little overfitting for the regularisers to cure.
   high-utd  the CPU-sized nets and batch, 1 env x 100 steps per chunk, 8 critic steps per env step: UTD 8, the
             regime where the paper finds overfitting (validation TD >> training TD) matters; 8x the update cost
             of `cpu` per transition. --agent.num-envs 1 --agent.chunk-steps 100 --agent.updates-per-step 8
