@@ -115,7 +115,8 @@ def test_compiles_once_through_the_host_loop_and_a_restored_carry(host_loop):
 
 @pytest.mark.xdist_group("runner-host-loop")
 def test_seeds_are_different_members(host_loop):
-    """`--num-seeds 2`: member i's key is PRNGKey(seed + i), so the members start and end different."""
+    """num_seeds=2 (what `--num-seeds 2` builds): member i's key is PRNGKey(seed + i), so the members start,
+    collect and end different."""
     pop = host_loop["runner"].population
     assert [m["seed"] for m in pop.members] == [0, 1]
     np.testing.assert_array_equal(pop.keys, np.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)]))
