@@ -9,7 +9,8 @@ Three phases, each a pure function of the previous one's output:
   2. handoff    the WHOLE agent (actor, critic ensemble, target critics, temperature, and all their Adam states)
                 becomes the online SAC agent: `handoff(online_carry, pretrain_carry)`.
   3. online     SAC (`algos/sac.py`) with the paper's REDQ-style ensemble (10 LayerNorm critics, target = min of
-                a random pair, UTD 4, no entropy backup) into an EMPTY replay buffer. The first `warmup_steps`
+                a random pair with the max-target backup, UTD 4, no entropy backup; actor on the ensemble min)
+                into an EMPTY replay buffer. The first `warmup_steps`
                 transitions are collected by the pretrained policy with no gradient steps ("warmup"); updates
                 then sample the online buffer only: no offline transition ever enters it.
 
@@ -23,11 +24,24 @@ Baselines in the same code path (flags of `experiments/wsrl.py`): `warmup_steps=
 `retain_offline=True` (RLPD-style: every online minibatch is half offline, half online), `from_scratch=True` (no
 pretraining: uniform-random actions for the first `warmup_steps` transitions, as plain SAC/RLPD do).
 
-Departures from the reference code (the WSRL repository's `finetune.py`): the online phase keeps Cal-QL's agent
-hyperparameters (learning rates, temperature) and simply stops using the conservative term (the reference does
-the same via `online_use_cql_loss=False` for its Cal-QL baselines and switches agent class for WSRL); warmup is
-counted in transitions over all parallel envs and must be a multiple of `num_envs`; the reference pretrains for
-1M steps and uses batch 1024, which are flags here.
+Checked against the reference code (zhouzypaul/wsrl: `experiments/configs/train_config.py:antmaze_wsrl`,
+`wsrl_config.py`, `sac_config.py`, `agents/sac.py`, `agents/cql.py`, `networks/lagrange.py`, `finetune.py`). What
+now matches it: the actor loss takes the MIN over all critics; policy and critics use LayerNorm; the TD target uses
+the max-target backup (N = 10 policy samples at s'); target entropy -|A| (the reference's 0.0 means -|A|); Cal-QL
+tunes its weight with a Lagrange multiplier (softplus, initialised to 1, target gap 0.8); no entropy backup.
+Departures that remain, and why:
+  * One `hidden_sizes` for actor and critics (reference AntMaze: critics 4x256, policy 2x256), a state-dependent
+    log-std (reference: `std_parameterization="uniform"`, a state-independent one) and Xavier init everywhere
+    (reference: final-layer kernel scale 1e-2). Kept for one agent shape across the collection.
+  * The online phase keeps Cal-QL's agent and simply stops using the conservative term (the reference switches
+    agent class and restores the checkpoint into a SAC agent: the same parameters).
+  * UTD is counted per VECTORISED step: `updates_per_step` critic steps per step of `num_envs` envs, i.e.
+    `updates_per_step / num_envs` per transition. The reference (one env) takes 4 critic steps of 256 per
+    transition (its batch of 1024 split 4 ways). `PAPER_AGENT` has one env and 4 steps of 256; the CPU defaults of
+    `experiments/wsrl.py` are smaller and state their per-transition UTD.
+  * The target subset is drawn without replacement (the reference's `randint` can pick one critic twice).
+  * Warmup is counted in transitions over all parallel envs and must be a multiple of `num_envs`; the reference
+    pretrains for 1M steps with batch 256 (Cal-QL) and fine-tunes with batch 1024: flags here.
 """
 
 from __future__ import annotations

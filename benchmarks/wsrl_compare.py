@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks import comparison  # noqa: E402
+from benchmarks import comparison, stats  # noqa: E402
 from experiments import runner  # noqa: E402
 
 METHODS = {  # name -> extra flags for experiments/wsrl.py (the pretrained run is added for the first three)
@@ -65,12 +65,21 @@ def run_all(args, methods, passthrough, out: Path):
 
 
 def report(args, methods, out: Path):
-    """table.md and curves.png from the runs under `out`. Q-values are those of chunks with updates only."""
+    """table.md and curves.png from the runs under `out`. Q-values are those of chunks with updates only.
+
+    Per budget: success mean ± std over seeds and IQM with its 95% stratified-bootstrap interval; then the mean
+    success over the whole online run (area under the curve / steps) with the same statistics and the probability
+    that WSRL beats the method, P(WSRL > X), with its interval (benchmarks/stats.py, rliable's conventions)."""
     budgets = [int(b) for b in args.budgets.split(",")]
-    lines = ["| method | " + " | ".join(f"success @ {b // 1000}k" for b in budgets) +
-             " | mean Q, first chunk with updates | min mean Q, first 5k steps of updates |",
-             "|---" * (len(budgets) + 3) + "|"]
-    curves = {}
+    lines = ["| method | seeds | " + " | ".join(f"success @ {b // 1000}k: mean ± std / IQM [95% CI]" for b in budgets)
+             + " | mean success over the run: mean ± std / IQM [95% CI] | P(WSRL > method) [95% CI] "
+             "| mean Q, first chunk with updates | min mean Q, first 5k steps of updates |",
+             "|---" * (len(budgets) + 6) + "|"]
+    curves, auc = {}, {}
+    for name in methods:
+        run_dir = run_dir_of(out, name)
+        steps, success = runner.read_metric(run_dir / "online" / "eval.jsonl", "eval_success")
+        auc[name] = success.mean(1)
     for name in methods:
         run_dir = run_dir_of(out, name)
         steps, success = runner.read_metric(run_dir / "online" / "eval.jsonl", "eval_success")
@@ -78,11 +87,18 @@ def report(args, methods, out: Path):
         _, updates = runner.read_metric(run_dir / "online" / "metrics.jsonl", "updates_in_chunk")
         q = np.where(updates > 0, q, np.nan)  # q_mean is 0 in chunks without updates (warmup)
         curves[name] = (steps, success, mstep, q, updates)
-        cells = []
+        cells = [str(success.shape[0])]
         for b in budgets:
-            i = int(np.searchsorted(steps, b))
-            i = min(i, len(steps) - 1)
-            cells.append(f"{success[:, i].mean():.2f} ± {success[:, i].std():.2f}")
+            i = min(int(np.searchsorted(steps, b)), len(steps) - 1)
+            d = stats.describe(success[:, i], digits=2)
+            cells.append(f"{d['mean_std']} / {d['iqm_ci']}")
+        d = stats.describe(auc[name], digits=2)
+        cells.append(f"{d['mean_std']} / {d['iqm_ci']}")
+        if name != "WSRL" and "WSRL" in auc:
+            p, lo, hi = stats.probability_of_improvement_ci(auc["WSRL"], auc[name])
+            cells.append(f"{p:.2f} [{lo:.2f}, {hi:.2f}]")
+        else:
+            cells.append("—")
         first = int(np.argmax(updates.mean(0) > 0))
         window = (mstep >= mstep[first]) & (mstep < mstep[first] + 5000)
         cells.append(f"{q[:, first].mean():.1f}")

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
 import envs  # noqa: E402
@@ -88,9 +89,11 @@ def demo_args(args: Args) -> Args:
 
 def load_offline_data(args: Args, env: envs.Env, discount: float) -> dict:
     if not args.dataset and args.env.startswith("pointmaze-") and (
-            env.unwrapped.reward_type != "sparse" or env.unwrapped.task != "fixed"):
-        raise runner.UserError("The generated point-maze dataset is labelled for the fixed task with sparse "
-                               "reward; drop reward_type/task from --env-options or pass --dataset.")
+            env.unwrapped.reward_type != "sparse" or env.unwrapped.task not in ("fixed", "random_start")
+            or env.unwrapped.goal_cell is not None):
+        raise runner.UserError("The generated point-maze dataset is labelled with the sparse reward of the "
+                               "layout's G goal (task fixed or random_start); drop reward_type/goal_cell and "
+                               "task=random from --env-options, or pass --dataset.")
     try:
         path = maze_data.cached_dataset_path(args.env, args.dataset_size, args.dataset,
                                              log=lambda m: print(m, file=sys.stderr))
@@ -150,8 +153,39 @@ def main(argv: list[str] | None = None) -> Path:
     if pretrained is not None:
         initial = lambda r: jax.jit(jax.vmap(handoff))(r.init_carry(), pretrained)
     runner.run_phase("online", online_trainer, population, root / "online", args.run, online_chunks, initial)
-    print(f"done: {root}/online/curves.png", file=sys.stderr)
+    print(summary(root, args, cfg), file=sys.stderr)
     return root
+
+
+def summary(root: Path, args: Args, cfg: wsrl.Config) -> str:
+    """What ran and what it achieved, in words: success of the deterministic policy before and after fine-tuning.
+
+    "Before" is the pretrained policy (the pretraining phase's final evaluation, or the first online evaluation
+    when pretraining was reused or skipped); "after" is the mean of the last three online evaluations, so one
+    unlucky evaluation neither makes nor breaks the verdict."""
+    _, online = runner.read_metric(root / "online" / "eval.jsonl", "eval_success")
+    pre_path = root / "pretrain" / "eval.jsonl"
+    before = runner.read_metric(pre_path, "eval_success")[1][:, -1] if pre_path.exists() else online[:, 0]
+    after = np.nanmean(online[:, -3:], axis=1)
+    method = ("from scratch (no pretraining)" if cfg.from_scratch else
+              f"Cal-QL pretraining ({args.pretrain_steps} steps)" if not args.pretrained else
+              f"the pretraining of {args.pretrained}")
+    data = "keeping the offline data (half of every minibatch)" if cfg.retain_offline else "with NO offline data"
+    lines = [f"WSRL on {args.env}: {method}, then {args.run.total_steps} online env steps {data} "
+             f"(warmup {cfg.warmup_steps} transitions, UTD {cfg.agent.updates_per_step / cfg.agent.num_envs:g} "
+             f"per transition).",
+             f"Goal-reaching success of the deterministic policy ({cfg.agent.eval_episodes} episodes, mean over "
+             f"{len(after)} seed(s)): {np.mean(before):.0%} before fine-tuning, {np.mean(after):.0%} after "
+             f"(mean of the last 3 evaluations).",
+             f"Curves: {root / 'online' / 'curves.png'}"]
+    if np.mean(after) >= np.mean(before) + 0.25:
+        lines.append("WSRL is working: fine-tuning without the offline data improved the pretrained policy.")
+    elif np.mean(after) >= 0.9:
+        lines.append("The policy solves the task after fine-tuning (it already did, or nearly, before).")
+    else:
+        lines.append("Fine-tuning did NOT clearly improve on the pretrained policy in this run; see the curves "
+                     "(benchmarks/RESULTS.md reports what to expect over many seeds).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
