@@ -1,15 +1,21 @@
 """AVTD vs each regularised agent alone and vs AVTD with the paper's raw-MSE argmin: one vmapped population, a table.
 
-    python benchmarks/avtd_compare.py --out runs/avtd-compare                 # CPU defaults (see below), 2 cores
+    python benchmarks/avtd_compare.py --out runs/avtd-compare                 # CPU defaults: ~30-40 min on 2 cores
     python benchmarks/avtd_compare.py --out runs/avtd-compare --report-only   # rebuild table.md and curves.png
-    python benchmarks/avtd_compare.py --out runs/avtd-hopper --preset paper --num-seeds 10 --total-steps 1000000
+    python benchmarks/avtd_compare.py --out runs/avtd-utd8 --updates-per-step 8 --batch-size 128   # UTD 8: ~2x time
+    python benchmarks/avtd_compare.py --out runs/avtd-hopper --preset paper --env hopper --num-seeds 10 \
+        --total-steps 1000000                                                 # GPU scale (these flags win)
 
 Runs `experiments/avtd.py` ONCE with `--raw-baseline`: AVTD (normalised validation TD error, switching margin 0.1:
 the defaults), AVTD (raw validation MSE, plain argmin: the paper's rule) and each of the 4 agents alone (none | ln |
 ln+do0.01 | wd0.1), times --num-seeds, all in one compiled program; seeds are shared across methods (member j of
-every method starts from the same key). Defaults: MJX `inverted_pendulum`, `--preset high-utd` (1 env, 8 critic
-steps per env step: UTD 8, (64, 64) nets, batch 128), 8 seeds, 6000 env steps, evaluation every 5 chunks (500
-steps). Flags this script does not know are passed on to experiments/avtd.py (e.g. --agent.eval-episodes 16).
+every method starts from the same key). Defaults: MJX `inverted_pendulum`, `--preset high-utd` (1 env, 100 steps
+per chunk, (64, 64) nets) with 4 critic steps per env step (UTD 4, 4x the old table's UTD 1) and batch 64, 8
+seeds (48 members), 3000 env steps (1000 uniform-random start steps), evaluation every 10 chunks (1000 steps).
+Measured on this 2-core machine under load from other jobs (the process got about one core): compile ~80 s, one
+chunk of 100 steps ~70 s, one evaluation of all agents ~46 s: ~39 min in all; UTD 8 with batch 128 costs ~200 s
+per chunk. `--preset paper` keeps the preset's UTD 20 and batch 256 unless --updates-per-step / --batch-size are
+given. Flags this script does not know are passed on to experiments/avtd.py (e.g. --agent.eval-episodes 16).
 
 Writes <out>/run/ (the experiment's own logs, avtd.png and table.md), <out>/table.md (per method, on the final
 evaluation: mean ± std over seeds, IQM with its 95% stratified-bootstrap percentile interval, the probability that
@@ -39,8 +45,11 @@ def parse(argv=None):
     p.add_argument("--env", default="inverted_pendulum")
     p.add_argument("--preset", default="high-utd", help="experiments/avtd.py preset: cpu | high-utd | paper")
     p.add_argument("--num-seeds", type=int, default=8)
-    p.add_argument("--total-steps", type=int, default=6000, help="env steps per member")
-    p.add_argument("--eval-every", type=int, default=5, help="chunks between evaluations")
+    p.add_argument("--total-steps", type=int, default=3000, help="env steps per member")
+    p.add_argument("--eval-every", type=int, default=10, help="chunks between evaluations")
+    p.add_argument("--updates-per-step", type=int, default=None,
+                   help="critic steps per (1-env) step, i.e. the UTD (default 4; the preset's for --preset paper)")
+    p.add_argument("--batch-size", type=int, default=None, help="minibatch (default 64; the preset's for paper)")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--report-only", action="store_true", help="only rebuild table.md and curves.png from --out")
@@ -54,7 +63,12 @@ def parse(argv=None):
 def run(args, passthrough: list[str], out: Path) -> None:
     from experiments import avtd as experiment
 
-    flags = ["--preset", args.preset, "--env", args.env, "--num-seeds", str(args.num_seeds), "--total-steps",
+    cpu = args.preset != "paper"
+    utd = args.updates_per_step if args.updates_per_step is not None else (4 if cpu else None)
+    batch = args.batch_size if args.batch_size is not None else (64 if cpu else None)
+    sizes = ((["--agent.updates-per-step", str(utd)] if utd else []) +
+             (["--agent.batch-size", str(batch)] if batch else []))
+    flags = ["--preset", args.preset, *sizes, "--env", args.env, "--num-seeds", str(args.num_seeds), "--total-steps",
              str(args.total_steps), "--eval-every", str(args.eval_every), "--raw-baseline", "--no-tensorboard",
              *passthrough, "--run-dir", str(out / "run")]
     if args.no_progress:

@@ -388,7 +388,8 @@ def test_cli_end_to_end(tmp_path, population_run):
     members = json.loads((root / "config.json").read_text())["members"]
     assert [m["fixed_agent"] for m in members] == [-1, 0, 1]
     table = (root / "table.md").read_text()
-    assert "| AVTD (nTD, m0.1) | 1 |" in table and "| none alone | 1 |" in table and "| ln+do0.1+wd0.1 alone | 1 |" in table
+    for row in ("| AVTD (nTD, m0.1) | 1 |", "| none alone | 1 |", "| ln+do0.1+wd0.1 alone | 1 |"):
+        assert row in table, row
     last = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()][-3:]
     # the CLI run and the fixture are the same program with the same seeds: the same numbers
     _, _, history, _ = population_run
