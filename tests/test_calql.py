@@ -5,6 +5,7 @@ the max-target backup, the actor's min over the ensemble, the Lagrange CQL weigh
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,12 @@ def _calql_step(lagrange, gap_target, param=None):
     if param is not None:
         carry = carry.replace(alpha_prime_param=jnp.asarray(param, jnp.float32))
     batch = {**_batch(), "mc_return": jnp.zeros(B)}
-    return carry, *calql.update(carry, batch, hp, cfg, CFG)
+    return carry, *_jitted_update(carry, batch, hp, cfg)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _jitted_update(carry, batch, hp, cfg):  # one compile per Cal-QL config (op-by-op dispatch is slower)
+    return calql.update(carry, batch, hp, cfg, CFG)
 
 
 class _FakeEnv:
