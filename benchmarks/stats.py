@@ -1,7 +1,8 @@
 """Aggregate statistics for comparison tables: IQM, stratified bootstrap intervals, probability of improvement.
 
 The conventions are rliable's (Agarwal et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021),
-written here with numpy only, so that the benchmarks need no extra package:
+written here with numpy only, so that the benchmarks need no extra package (`pip install rliable` 1.2.0 brings
+arch, pandas, seaborn, statsmodels, formulaic, patsy and four more for these three functions; checked 2026-12-01):
 
 - scores are a matrix (runs, tasks): one row per seed, one column per task (a table over one environment is a
   single column);
