@@ -188,7 +188,9 @@ def summary(root: Path, args: Args, cfg: wsrl.Config) -> str:
              f"(mean of the last 3 evaluations).",
              f"Curves: {root / 'online' / 'curves.png'}"]
     if np.mean(after) >= np.mean(before) + 0.25:
-        lines.append("WSRL is working: fine-tuning without the offline data improved the pretrained policy.")
+        lines.append("WSRL is working: fine-tuning without the offline data improved the pretrained policy."
+                     if not (cfg.retain_offline or cfg.from_scratch) else
+                     "Online training clearly improved on where it started.")
     elif np.mean(after) >= 0.9:
         lines.append("The policy solves the task after fine-tuning (it already did, or nearly, before).")
     else:
