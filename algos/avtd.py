@@ -118,6 +118,9 @@ class Config:
             raise ValueError(f"Config.selection_period ({self.selection_period}) must be a positive multiple of the "
                              f"transitions per chunk (agent.num_envs * agent.chunk_steps = {chunk}): selection "
                              f"happens at chunk boundaries.")
+        if self.agent.max_target_backup:
+            raise ValueError("Config.agent.max_target_backup is not supported by AVTD: its regularised critic "
+                             "target (avtd.critic_target) backs up one policy sample at s'.")
         if self.validation_capacity < self.agent.num_envs or self.td_batch_size < 1:
             raise ValueError(f"Config.validation_capacity must hold at least agent.num_envs transitions and "
                              f"td_batch_size must be positive; got {self.validation_capacity}, {self.td_batch_size}.")
@@ -290,7 +293,7 @@ def update_actor_and_temperature(agent: sac.AgentState, batch: dict, key: jax.Ar
     (actor_loss, log_prob), grads = jax.value_and_grad(actor_loss_fn, has_aux=True)(agent.actor_params)
     actor_params, actor_opt_state = sac.adam_step(agent.actor_params, agent.actor_opt_state, grads, hp.actor_lr)
     log_prob = jax.lax.stop_gradient(log_prob)
-    target_entropy = -agent.action_size / 2.0 if cfg.agent.target_entropy is None else cfg.agent.target_entropy
+    target_entropy = sac.target_entropy(cfg.agent, agent.action_size)
     temp_loss, grads = jax.value_and_grad(
         lambda p: -jnp.mean(Temperature().apply(p) * (log_prob + target_entropy)))(agent.temp_params)
     temp_params, temp_opt_state = sac.adam_step(agent.temp_params, agent.temp_opt_state, grads, hp.temp_lr)

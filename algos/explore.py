@@ -234,8 +234,8 @@ def relabel(labeler: Labeler, batch: dict, is_prior: jax.Array, hp: HParams, cfg
 
     `is_prior` (bool, (B,)) marks the prior rows; online rows keep their true reward and termination. The returned
     `terminated` is float32: sac's target multiplies by (1 - terminated), so a prior row's soft p_end enters as a
-    continuation weight, and with `skill_horizon` H > 1 a skill of k steps (`batch["env_steps"]`) gets
-    1 - terminated = (1 - ended) gamma^((k - H) / H): with sac's gamma, a bootstrap of gamma^(k / H)."""
+    continuation weight. With `skill_horizon` H > 1 a skill of k steps (`batch["env_steps"]`) also gets
+    `discount_exponent` = k / H, so sac's target bootstraps with gamma^(k / H)."""
     bonus = jax.lax.stop_gradient(rnd_bonus(labeler, batch["obs"], batch["action"], cfg))
     if cfg.prior_label in ("optimistic", "predicted"):
         prior_reward = predicted_reward(labeler, batch["obs"], batch["action"], cfg)
@@ -249,17 +249,16 @@ def relabel(labeler: Labeler, batch: dict, is_prior: jax.Array, hp: HParams, cfg
     online_reward = batch["reward"] + (hp.rnd_coef * bonus if cfg.online_bonus else 0.0)
     reward = jax.lax.stop_gradient(jnp.where(is_prior, prior_reward, online_reward))
     ended = jax.lax.stop_gradient(jnp.where(is_prior, prior_end, batch["terminated"].astype(jnp.float32)))
-    terminated = ended
-    if cfg.skill_horizon > 1:
-        steps = batch["env_steps"].astype(jnp.float32)
-        terminated = 1.0 - (1.0 - ended) * hp.discount ** ((steps - cfg.skill_horizon) / cfg.skill_horizon)
+    relabelled = {**batch, "reward": reward, "terminated": ended}
+    if cfg.skill_horizon > 1:  # a skill of k low-level steps bootstraps with gamma^(k / H) (sac.bootstrap_discount)
+        relabelled["discount_exponent"] = batch["env_steps"].astype(jnp.float32) / cfg.skill_horizon
     n_prior, n_online = jnp.maximum(is_prior.sum(), 1), jnp.maximum((~is_prior).sum(), 1)
     prior_mean = lambda x: jnp.sum(jnp.where(is_prior, x, 0.0)) / n_prior
     online_mean = lambda x: jnp.sum(jnp.where(is_prior, 0.0, x)) / n_online
     metrics = {"prior_reward": prior_mean(reward), "prior_terminated": prior_mean(ended),
                "rnd_bonus_prior": prior_mean(bonus), "rnd_bonus_online": online_mean(bonus),
                "online_reward": online_mean(reward)}
-    return {**batch, "reward": reward, "terminated": terminated}, metrics
+    return relabelled, metrics
 
 
 def unlabeled_prior(observations, actions, next_observations) -> dict:

@@ -151,7 +151,8 @@ def adam_step(params, opt_state, grads, lr, weight_decay=None):
     return jax.tree.map(lambda p, d: p - lr * d, params, direction), opt_state
 
 
-def _target_entropy(cfg: Config, action_size: int) -> float:
+def target_entropy(cfg: Config, action_size: int) -> float:
+    """The temperature's entropy target: cfg.target_entropy, or target_entropy_per_action * |A|."""
     return cfg.target_entropy_per_action * action_size if cfg.target_entropy is None else cfg.target_entropy
 
 
@@ -211,7 +212,15 @@ def critic_target(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, c
         next_q = next_q.max(0)
     reward = hp.reward_scale * batch["reward"] + hp.reward_bias
     not_terminated = 1.0 - batch["terminated"].astype(jnp.float32)
-    return jax.lax.stop_gradient(reward + hp.discount * not_terminated * next_q)
+    return jax.lax.stop_gradient(reward + bootstrap_discount(batch, hp) * not_terminated * next_q)
+
+
+def bootstrap_discount(batch: dict, hp: HParams) -> jax.Array:
+    """gamma, or gamma^n_i per row when the batch carries `discount_exponent` n (a semi-MDP transition that spans
+    n units of time, e.g. SUPE's skill cut short after k of H steps: n = k / H)."""
+    if "discount_exponent" in batch:
+        return hp.discount ** batch["discount_exponent"]
+    return hp.discount
 
 
 def update_critic(agent: AgentState, batch: dict, key: jax.Array, hp: HParams, cfg: Config):
@@ -251,10 +260,10 @@ def update_actor_and_temperature(agent: AgentState, batch: dict, key: jax.Array,
     actor_params, actor_opt_state = adam_step(agent.actor_params, agent.actor_opt_state, grads, hp.actor_lr)
 
     log_prob = jax.lax.stop_gradient(log_prob)
-    target_entropy = _target_entropy(cfg, agent.action_size)
+    entropy_target = target_entropy(cfg, agent.action_size)
 
     def temp_loss_fn(params):
-        return -jnp.mean(Temperature().apply(params) * (log_prob + target_entropy))
+        return -jnp.mean(Temperature().apply(params) * (log_prob + entropy_target))
 
     temp_loss, grads = jax.value_and_grad(temp_loss_fn)(agent.temp_params)
     temp_params, temp_opt_state = adam_step(agent.temp_params, agent.temp_opt_state, grads, hp.temp_lr)

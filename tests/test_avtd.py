@@ -2,6 +2,7 @@
 a two-chunk selection period, validation TD errors recomputed independently on distinguishable held-out data),
 per-agent regularisers under vmap, fixed agents, compile-once, presets, and the CLI end to end (CPU, tiny nets)."""
 
+import dataclasses
 import json
 
 import jax
@@ -422,3 +423,10 @@ def test_presets_expand_to_flags_that_later_flags_override():
     assert parse([]).agent == experiment.CPU_AGENT and experiment.expand_preset(["--seed", "1"]) == ["--seed", "1"]
     with pytest.raises(runner.UserError, match="preset"):
         experiment.expand_preset(["--preset", "gpu"])
+
+
+def test_options_avtd_does_not_implement_are_refused_and_the_entropy_target_is_sacs():
+    with pytest.raises(ValueError, match="max_target_backup"):
+        avtd.Config(agent=dataclasses.replace(avtd.Config().agent, max_target_backup=True))
+    # the temperature step reads sac's entropy target (also its per-action form), not a copy of the default
+    assert sac.target_entropy(sac.Config(target_entropy_per_action=-1.0), 3) == -3.0

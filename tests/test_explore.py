@@ -141,16 +141,15 @@ def test_relabel_touches_only_the_prior_half(label, online_bonus):
 
 
 def test_skill_transitions_bootstrap_with_gamma_to_the_k():
-    """With skill_horizon H, a row of k low-level steps gets 1 - terminated = (1 - ended) gamma^((k - H)/H), so
-    sac's target bootstraps with gamma * that = gamma^(k/H) (gamma = hp.discount per full skill); k = H is
-    unchanged, and a terminal row stays terminal."""
+    """With skill_horizon H, a row of k low-level steps bootstraps in sac's target with gamma^(k/H) (gamma =
+    hp.discount per full skill); k = H is unchanged, and a terminal row stays terminal."""
     cfg = explore.Config(agent=AGENT, prior_label="zero", labeler_hidden_sizes=(8,), rnd_hidden_sizes=(8,),
                          rnd_features=4, skill_horizon=4)
     batch = {**_transitions(KEY, 4, 0.0), "env_steps": jnp.array([4, 2, 1, 3]),
              "terminated": jnp.array([False, False, False, True])}
     hp = explore.HParams(discount=0.9)
     out, _ = explore.relabel(explore.init_labeler(KEY, cfg, OBS, ACT), batch, jnp.zeros(4, bool), hp, cfg)
-    bootstrap = 0.9 * (1.0 - np.asarray(out["terminated"]))
+    bootstrap = np.asarray(sac.bootstrap_discount(out, hp)) * (1.0 - np.asarray(out["terminated"]))
     np.testing.assert_allclose(bootstrap, [0.9, 0.9 ** 0.5, 0.9 ** 0.25, 0.0], rtol=1e-6, atol=1e-7)
 
 
