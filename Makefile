@@ -1,29 +1,54 @@
 # One command each on a fresh machine with only python3 + pip: the venv is built when absent.
-PY      ?= python3
+# The Python versions that requires-python in pyproject.toml admits, newest first (tests/test_install.py checks
+# that the two agree). PY=/path/to/python3.X picks one; otherwise the newest python3.X on PATH, then python3.
+SUPPORTED := 3.14 3.13 3.12 3.11
+PY      ?=
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 export XLA_PYTHON_CLIENT_PREALLOCATE ?= false
 
+# The first candidate that runs and is a supported version (nothing when none is). Evaluated only when used.
+FIND_PY = for p in $(or $(PY),$(addprefix python,$(SUPPORTED)) python3); do \
+	v=$$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || continue; \
+	case " $(SUPPORTED) " in *" $$v "*) echo $$p; exit 0;; esac; done
+FOUND_PY = $(shell $(FIND_PY))
+NO_PY = headstart needs Python $(lastword $(SUPPORTED)) to $(firstword $(SUPPORTED)) and $(if $(PY),PY=$(PY) is not \
+	one (not found or another version),found none (tried $(addprefix python,$(SUPPORTED)) python3)): install one or \
+	name it with PY=/path/to/python3.X
+ifneq ($(PY),)
+ifeq ($(FOUND_PY),)
+$(error $(NO_PY))
+endif
+endif
+
 .PHONY: demo test bench clean
 
-$(STAMP): pyproject.toml
-	$(PY) -m venv $(VENV)
+# An existing .venv is reused, whichever Python built it (`make clean` to change); otherwise it is made with the
+# Python found above. Then the tested set, exactly (requirements.lock), and the project on top without resolving.
+$(STAMP): requirements.lock pyproject.toml
+	$(if $(wildcard $(BIN)/python),,$(if $(FOUND_PY),,$(error $(NO_PY))))
+	@if [ -x $(BIN)/python ]; then echo "updating $(VENV) ($$($(BIN)/python --version))"; \
+	else echo "building $(VENV) with $(FOUND_PY) ($$($(FOUND_PY) --version))" && $(FOUND_PY) -m venv $(VENV); fi
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python experiments/wsrl.py --demo
 
+# The suite includes tests/test_install.py: .venv matches the lock, and every locked release has a wheel for
+# every supported Python (tools/check_wheels.py; needs the network).
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
 
 # The peers of benchmarks/sac.py (rejax, gymnax) live in their own venv, built when absent.
 PEERS   := benchmarks/.venv-peers
 $(PEERS)/.installed: benchmarks/requirements-peers.txt
-	$(PY) -m venv $(PEERS)
+	$(if $(wildcard $(PEERS)/bin/python),,$(if $(FOUND_PY),,$(error $(NO_PY))))
+	@[ -x $(PEERS)/bin/python ] || $(FOUND_PY) -m venv $(PEERS)
 	echo '*' > $(PEERS)/.gitignore
 	$(PEERS)/bin/pip install --quiet --upgrade pip
 	$(PEERS)/bin/pip install --quiet -r benchmarks/requirements-peers.txt
