@@ -125,14 +125,14 @@ def maze_goals(env: envs.Env, num_stages: int, start_cell: tuple[int, int] | Non
     start = tuple(int(i) for i in (spec.find("S") if start_cell is None else start_cell))
     if not (0 <= start[0] < spec.wall_grid.shape[0] and 0 <= start[1] < spec.wall_grid.shape[1]) \
             or spec.wall_grid[start] or start == goal:
-        raise ValueError(f"start_cell {start_cell} must be a free cell of the {spec.layout} maze other than G.")
+        raise ValueError(f"start_cell {start_cell} must be a free cell of the {spec.name} maze other than G.")
     path = [start]
     while path[-1] != goal:
         path.append(tuple(int(i) for i in next_cell[path[-1] + goal]))
     length = len(path) - 1
     if not 1 <= num_stages <= length:
         raise ValueError(f"num_stages must be between 1 and the start->G path length ({length} cells) of the "
-                         f"{spec.layout} maze, got {num_stages}.")
+                         f"{spec.name} maze, got {num_stages}.")
     cells = [path[int(k * length / num_stages + 0.5)] for k in range(1, num_stages + 1)]
     goals = spec.cell_center(np.array(cells))
     return MazeGoals(env, contexts=tuple(tuple(float(v) for v in g) for g in goals),

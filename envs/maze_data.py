@@ -2,7 +2,8 @@
 
 What the data is
 ----------------
-Each data-collection stream runs the pure-JAX simulator (`pointmaze-<layout>-jax`) and a waypoint controller:
+Each data-collection stream runs the pure-JAX simulator (`pointmaze-jax` with the layout: a registered name or a
+layout string of your own, with a `G` cell that every free cell reaches) and a waypoint controller:
 
 - **Shortest paths.** `shortest_paths(spec)` runs a BFS (numpy, once per layout, cached) from every free cell and
   returns a next-cell table `next_cell[r, c, goal_r, goal_c] -> (r', c')` (the first 4-neighbour on a shortest path
@@ -47,7 +48,6 @@ The output depends on `seed` and `num_envs` (the number of streams), not on `chu
 
 from __future__ import annotations
 
-import collections
 import functools
 import math
 import os
@@ -60,7 +60,7 @@ import numpy as np
 import envs
 from envs import datasets
 from envs.core import Env, State
-from envs.pointmaze import MazeSpec
+from envs.pointmaze import LAYOUTS, MazeSpec, canonical_layout
 
 _MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
@@ -68,7 +68,8 @@ _MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 # ---- shortest paths ----------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def shortest_paths(spec: MazeSpec) -> tuple[np.ndarray, np.ndarray]:
-    """BFS from every free cell: `(next_cell, dist)`, both indexed `[r, c, goal_r, goal_c]`.
+    """BFS from every free cell: `(next_cell, dist)`, both indexed `[r, c, goal_r, goal_c]`. Cached per maze
+    CONTENT (a `MazeSpec` compares by its rows and unit), whatever name or string the layout was given as.
 
     `next_cell[..., :]` (int32, shape (R, C, R, C, 2)) is the (row, col) of the first step on a shortest path from
     (r, c) to the goal cell ((r, c) itself when r, c is the goal; -1 where there is no path). `dist` (int32, shape
@@ -78,16 +79,7 @@ def shortest_paths(spec: MazeSpec) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = walls.shape
     dist = np.full((rows, cols, rows, cols), -1, np.int32)
     for gr, gc in spec.free_cells:
-        d = dist[:, :, gr, gc]
-        d[gr, gc] = 0
-        queue = collections.deque([(gr, gc)])
-        while queue:
-            r, c = queue.popleft()
-            for dr, dc in _MOVES:
-                nr, nc = r + dr, c + dc
-                if 0 <= nr < rows and 0 <= nc < cols and not walls[nr, nc] and d[nr, nc] < 0:
-                    d[nr, nc] = d[r, c] + 1
-                    queue.append((nr, nc))
+        dist[:, :, gr, gc] = spec.distances_from((gr, gc))
     # The next cell from (r, c) toward g is the neighbour whose distance to g is one less (first in _MOVES order).
     next_cell = np.full((rows, cols, rows, cols, 2), -1, np.int32)
     for r, c in spec.free_cells:
@@ -146,11 +138,11 @@ def _sample_other_cell(spec: MazeSpec, key, exclude_cell):
 
 # ---- the generator -----------------------------------------------------------------------------------------------
 def make_env(layout: str, episode_length: int = 1000) -> Env:
-    """The simulator the data is collected in: the evaluation goal (`G`) with random starts, `TimeLimit` included."""
-    return envs.make(f"pointmaze-{layout}-jax", task="random_start", max_steps=episode_length)
+    """The simulator the data is collected in: the evaluation goal (`G`) with random starts, `TimeLimit` included.
+    `layout` is a registered name or a layout string (it needs a `G` cell reachable from every free cell)."""
+    return envs.make("pointmaze-jax", layout=layout, task="random_start", max_steps=episode_length)
 
 
-@functools.lru_cache(maxsize=16)  # the same settings reuse the same jitted functions (and their compilations)
 def make_collector(layout: str = "large", *, num_envs: int = 100, episode_length: int = 1000,
                    action_noise: float = 0.2, kp: float = 10.0, kd: float = 1.0, goal_tolerance: float = 0.25
                    ) -> tuple[Callable, Callable]:
@@ -158,11 +150,22 @@ def make_collector(layout: str = "large", *, num_envs: int = 100, episode_length
 
     `init(key) -> carry`; `chunk(carry, num_steps) -> (carry, transitions)` with every transition array shaped
     (num_steps, num_envs, ...) in time-major order. `chunk` is jitted with `num_steps` static. Stream ends are
-    not marked here (see `diverse_dataset`).
+    not marked here (see `diverse_dataset`). Equal mazes share the functions (and their compilations), however
+    the layout is spelled: the cache is keyed by the layout's canonical form (`envs.pointmaze.canonical_layout`).
     """
+    return _make_collector(canonical_layout(layout), num_envs=num_envs, episode_length=episode_length,
+                           action_noise=action_noise, kp=kp, kd=kd, goal_tolerance=goal_tolerance)
+
+
+@functools.lru_cache(maxsize=16)  # the same settings reuse the same jitted functions (and their compilations)
+def _make_collector(layout: str, *, num_envs: int, episode_length: int, action_noise: float, kp: float, kd: float,
+                    goal_tolerance: float) -> tuple[Callable, Callable]:
     env = make_env(layout, episode_length)
     base = env.unwrapped
     spec = base.spec
+    if len(spec.free_cells) < 2:
+        raise ValueError(f"The maze data drives between random free cells, but the {spec.name} maze has only one "
+                         f"free cell (rows: {list(spec.rows)}); add free cells (O or .).")
     shortest_paths(spec)  # build the table once, outside tracing
     goal_center = jnp.asarray(spec.cell_center(spec.find("G")), jnp.float32)
     eval_goal_cell = jnp.asarray(spec.find("G"), jnp.int32)
@@ -259,27 +262,49 @@ def visited_cell_fraction(spec: MazeSpec, observations: np.ndarray) -> float:
 
 
 def dataset_metadata(layout: str, **generator_kwargs) -> dict:
-    """Provenance to store with a generated dataset: the generator's arguments and the evaluation task."""
+    """Provenance to store with a generated dataset: the generator's arguments and the evaluation task. `layout`
+    is the canonical layout (a registered name, or the rows joined by newlines); `layout_digest` names the rows."""
     base = make_env(layout, generator_kwargs.get("episode_length", 1000)).unwrapped
     spec = base.spec
-    return {"generator": "envs.maze_data.diverse_dataset", "env": f"pointmaze-{layout}-jax", "task": "fixed",
-            "layout": layout, "eval_goal": spec.cell_center(spec.find("G")).tolist(),
+    env = f"pointmaze-{spec.name}-jax" if spec.name in LAYOUTS else "pointmaze-jax"
+    return {"generator": "envs.maze_data.diverse_dataset", "env": env, "task": "fixed",
+            "layout": canonical_layout(layout), "layout_digest": spec.digest,
+            "eval_goal": spec.cell_center(spec.find("G")).tolist(),
             "success_radius": base.success_radius, "unit": base.unit, "reward_type": base.reward_type,
             "terminate_on_success": base.terminate_on_success, **generator_kwargs}
 
 
-def cached_dataset_path(env_name: str, num_transitions: int, path: str = "", log=print) -> str:
-    """The prior dataset of point maze `env_name`: `path` if given, else `data/<env>-diverse-<N>.hdf5`, generated
-    (seed 0, default controller) and saved there on first use. Returns the path to load."""
+def layout_of(env_name: str, layout: str | None = None) -> str:
+    """The layout of point maze `env_name`: `layout` if given (the env's own, `env.unwrapped.layout`), else the
+    one its registered name fixes (`pointmaze-large-jax` -> "large"). ValueError for other names."""
+    if layout is not None:
+        return layout
+    parts = env_name.split("-")
+    if parts[0] == "pointmaze" and len(parts) > 1 and parts[1] in LAYOUTS:
+        return parts[1]
+    raise ValueError(f"{env_name!r} does not name a maze layout; pass the env's layout (env.unwrapped.layout).")
+
+
+def cached_dataset_path(env_name: str, num_transitions: int, path: str = "", log=print, *,
+                        layout: str | None = None) -> str:
+    """The prior dataset of point maze `env_name` (of layout `layout`, default: the one its name fixes, see
+    `layout_of`): `path` if given, else `data/pointmaze-<name>-<digest>-diverse-<N>.hdf5`, generated (seed 0,
+    default controller) and saved there on first use. Returns the path to load.
+
+    The file is keyed by the layout's CONTENT (`MazeSpec.digest`, a hash of its rows; `<name>` is the registered
+    name or "custom", for people reading the directory): a layout string equal to a registered layout finds that
+    layout's file, and editing a layout never reuses data generated for the old one. The MJX and pure-JAX twins
+    share the file (the data is generated by the pure-JAX twin either way)."""
     if path:
         return path
-    if not env_name.startswith("pointmaze-"):
+    if not env_name.startswith("pointmaze"):
         raise ValueError(f"Only point mazes generate their own prior data; {env_name!r} needs an explicit dataset "
                          f"path (see experiments/make_dataset.py).")
-    layout = env_name.split("-")[1]
-    path = f"data/{env_name}-diverse-{num_transitions}.hdf5"
+    layout = canonical_layout(layout_of(env_name, layout))
+    spec = MazeSpec(layout)
+    path = f"data/pointmaze-{spec.name}-{spec.digest}-diverse-{num_transitions}.hdf5"
     if not os.path.exists(path):
-        log(f"Generating {num_transitions} transitions of {layout} maze data -> {path}")
+        log(f"Generating {num_transitions} transitions of {spec.name} maze data -> {path}")
         data = diverse_dataset(layout, num_transitions, seed=0)
         datasets.save_dataset(path, data, dataset_metadata(layout, num_transitions=num_transitions))
     return path
@@ -304,16 +329,20 @@ def retarget(data: dict, env: Env) -> dict:
 
 # Exploration benchmarks evaluate on a goal the prior data was not collected for and that no constant action
 # reaches: on the large maze the path from S to cell (7, 4) goes right, down, then back left (the layout's own G
-# is reached from S by sliding down-right along the walls).
+# is reached from S by sliding down-right along the walls). Keyed by registered name, matched by content.
 EXPLORATION_GOALS = {"large": (7, 4)}
 
 
 def exploration_task(env_name: str, options: dict) -> dict:
-    """`options` with the exploration goal of the maze's layout added, unless a goal_cell was given."""
-    parts = env_name.split("-")
-    if parts[0] == "pointmaze" and parts[1] in EXPLORATION_GOALS and "goal_cell" not in options:
-        return {**options, "goal_cell": EXPLORATION_GOALS[parts[1]]}
-    return options
+    """`options` with the exploration goal of the maze's layout added, unless a goal_cell was given. The layout is
+    recognised by its content: `pointmaze-jax` with `layout=` the large maze's rows gets the large maze's goal."""
+    if not env_name.startswith("pointmaze") or "goal_cell" in options:
+        return options
+    try:
+        name = envs.make(env_name, **options).unwrapped.spec.name
+    except ValueError:  # let the caller's own envs.make report it
+        return options
+    return {**options, "goal_cell": EXPLORATION_GOALS[name]} if name in EXPLORATION_GOALS else options
 
 
 def load_reward_free(env_name: str, env: Env, num_transitions: int, path: str = "", log=print) -> dict:
@@ -321,7 +350,8 @@ def load_reward_free(env_name: str, env: Env, num_transitions: int, path: str = 
     cached one, generated on first use), retargeted to `env`'s goal, with its `rewards` removed and its
     `terminals` kept only as episode boundaries (`terminals | timeouts`; nothing downstream bootstraps on them).
     Raises ValueError / datasets.DatasetError naming the problem."""
-    path = cached_dataset_path(env_name, num_transitions, path, log=log)
+    path = cached_dataset_path(env_name, num_transitions, path, log=log,
+                               layout=getattr(env.unwrapped, "layout", None))
     data = retarget(datasets.load_dataset(path, env.observation_size, env.action_size), env)
     data.pop("rewards")
     data["terminals"] = data["terminals"] | data["timeouts"]

@@ -1,5 +1,8 @@
 """The point maze simulated by MuJoCo MJX (JAX implementation), its MJCF generated from the layout string.
 
+Any layout the pure-JAX twin takes works here (`envs.make("pointmaze", layout="<rows>")`): the MJCF is written
+from the layout's rows and compiled once per distinct MJCF (`compile_mjcf`, keyed by the MJCF text itself).
+
 The scene (`maze_mjcf`) lies in the xy plane: one static box per `#` cell, and the agent, a sphere of radius
 `0.1 * unit` on two slide joints (x, y) with joint damping, driven by two motors of gear `gear`. Nothing is read
 from disk or downloaded. Task semantics (observation, reward, success, termination, start/goal sampling) are
@@ -42,14 +45,15 @@ from envs.pointmaze import MazeSpec, PointMazeBase
 
 def maze_mjcf(layout: str, unit: float, radius: float, mass: float, damping: float, gear: float, timestep: float,
               solver_iterations: int, ls_iterations: int, max_geom_pairs: int) -> str:
-    """MJCF of a maze. Cell (row, col) is centred at (x, y) = (col * unit, row * unit), as in `MazeSpec`; walls
-    span z in [-unit/2, unit/2]; the agent's sphere sits at z = 0 and its slide-joint positions ARE x and y."""
+    """MJCF of a maze (`layout`: a registered name or a layout string, see `envs.pointmaze.parse_layout`). Cell
+    (row, col) is centred at (x, y) = (col * unit, row * unit), as in `MazeSpec`; walls span z in [-unit/2, unit/2];
+    the agent's sphere sits at z = 0 and its slide-joint positions ARE x and y."""
     spec = MazeSpec(layout, unit)
     half = unit / 2
     walls = "\n    ".join(
         f'<geom name="wall_{row}_{col}" type="box" pos="{x} {y} 0" size="{half} {half} {half}"/>'
         for (row, col), (x, y) in zip(spec.wall_cells, spec.cell_center(spec.wall_cells).tolist()))
-    return f"""<mujoco model="pointmaze-{layout}">
+    return f"""<mujoco model="pointmaze-{spec.name}-{spec.digest}">
   <option timestep="{timestep}" integrator="Euler" gravity="0 0 0" solver="Newton" cone="pyramidal"
           iterations="{solver_iterations}" ls_iterations="{ls_iterations}">
     <flag warmstart="disable" frictionloss="disable" limit="disable" equality="disable"/>

@@ -70,7 +70,7 @@ CPU_AGENT = sac.Config(num_envs=4, chunk_steps=25, batch_size=128, start_steps=1
                        updates_per_step=4, buffer_capacity=100_000, eval_episodes=8)
 # Env options used when --env-options is not given: random goals make the dense point maze an honest test (the
 # fixed U-maze task with a dense reward has a deceptive local optimum; see tests/test_sac.py).
-ENV_DEFAULTS = {"pointmaze-": ("reward_type=dense", "task=random")}
+ENV_DEFAULTS = {"pointmaze": ("reward_type=dense", "task=random")}
 # --preset NAME expands to these flags, placed before the user's own (the last occurrence of a flag wins).
 PRESETS = {
     "cpu": [],

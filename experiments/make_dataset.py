@@ -6,6 +6,9 @@
 
     python experiments/make_dataset.py maze                              # large maze, 1M transitions
     python experiments/make_dataset.py maze --layout medium --num-transitions 200000 --out data/medium.npz
+    python experiments/make_dataset.py maze --layout giant                 # OGBench's giant maze
+    python experiments/make_dataset.py maze --layout-file my_maze.txt      # a layout of your own (one line per row)
+    python experiments/make_dataset.py maze --layout '#######\n#S...G#\n#######'
     python experiments/make_dataset.py maze --overwrite                  # replace an existing file
 
     # one SAC run gives both policies: its final checkpoint ("expert") and its halfway one ("medium")
@@ -50,7 +53,7 @@ from tqdm import tqdm  # noqa: E402
 
 import envs  # noqa: E402
 from envs import datasets, maze_data, policy_data  # noqa: E402
-from envs.pointmaze import MazeSpec  # noqa: E402
+from envs.pointmaze import MazeSpec, canonical_layout  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +61,12 @@ class Config:
     """Point-maze "diverse" data: a noisy waypoint controller driving to random goals (D4RL antmaze-diverse-like).
     Every flag is documented below."""
 
-    layout: Literal["umaze", "medium", "large"] = "large"
-    """Maze layout; the data's evaluation task is pointmaze-<layout>-jax with task=fixed (goal = the G cell)."""
+    layout: str = ""
+    """Maze layout (default: large): umaze, medium, large, giant, or a layout string (rows separated by newlines
+    or the two characters \\n; # wall, O or . free, S start, G goal). The data's evaluation task is that maze
+    with task=fixed (goal = the G cell, which every free cell must reach)."""
+    layout_file: str = ""
+    """Read the layout from this text file (one line per maze row) instead of --layout."""
     num_transitions: int = 1_000_000
     """Number of transitions in the dataset."""
     action_noise: float = 0.2
@@ -67,7 +74,8 @@ class Config:
     seed: int = 0
     """Random seed (starts, controller goals, noise). Same seed and num-envs give the same data."""
     out: str = ""
-    """Output file (.hdf5, .h5 or .npz). Default: data/pointmaze-<layout>-diverse.hdf5."""
+    """Output file (.hdf5, .h5 or .npz). Default: data/pointmaze-<layout>-diverse.hdf5 (a layout string or file:
+    data/pointmaze-custom-<digest>-diverse.hdf5, the digest naming its rows)."""
     overwrite: bool = False
     """Replace the output file if it already exists (otherwise the script refuses and exits with status 2)."""
     episode_length: int = 1000
@@ -88,8 +96,28 @@ class Config:
     """Show a progress bar."""
 
 
-def output_path(cfg: Config) -> Path:
-    return Path(cfg.out or f"data/pointmaze-{cfg.layout}-diverse.hdf5")
+def maze_layout(cfg: Config) -> str:
+    """The canonical layout of --layout / --layout-file (exits with status 2 naming what is wrong)."""
+    if cfg.layout_file and cfg.layout:
+        fail(f"--layout {cfg.layout!r} and --layout-file {cfg.layout_file!r}: give one of them.")
+    layout = cfg.layout or "large"
+    if cfg.layout_file:
+        try:
+            layout = Path(cfg.layout_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"--layout-file {cfg.layout_file}: cannot read it ({type(e).__name__}: "
+                 f"{getattr(e, 'strerror', None) or e}); expected a text file with one line per maze row.")
+    try:
+        maze_data.make_env(layout)  # the layout and the data's task (G reachable from every free cell)
+    except ValueError as e:
+        fail(f"{'--layout-file ' + cfg.layout_file if cfg.layout_file else '--layout'}: {e}")
+    return canonical_layout(layout)
+
+
+def output_path(cfg: Config, layout: str | None = None) -> Path:
+    spec = MazeSpec(layout or cfg.layout or "large")
+    name = spec.name if spec.name != "custom" else f"custom-{spec.digest}"
+    return Path(cfg.out or f"data/pointmaze-{name}-diverse.hdf5")
 
 
 def fail(message: str) -> None:
@@ -98,7 +126,9 @@ def fail(message: str) -> None:
 
 
 def main_maze(cfg: Config) -> Path:
-    out = output_path(cfg)
+    layout = maze_layout(cfg)
+    spec = MazeSpec(layout)
+    out = output_path(cfg, layout)
     if out.suffix.lower() not in (".hdf5", ".h5", ".npz"):
         fail(f"--out {out} has suffix {out.suffix!r}; expected .hdf5, .h5 or .npz.")
     if out.exists() and not cfg.overwrite:
@@ -115,8 +145,8 @@ def main_maze(cfg: Config) -> Path:
                      goal_tolerance=cfg.goal_tolerance)
     start = time.time()
     with tqdm(total=cfg.num_transitions, unit="tr", unit_scale=True, disable=not cfg.progress,
-              desc=f"pointmaze-{cfg.layout}") as bar:
-        data = maze_data.diverse_dataset(cfg.layout, chunk_steps=cfg.chunk_steps, progress=bar.update, **generator)
+              desc=f"pointmaze-{spec.name}") as bar:
+        data = maze_data.diverse_dataset(layout, chunk_steps=cfg.chunk_steps, progress=bar.update, **generator)
     seconds = time.time() - start
 
     starts, ends = datasets.episode_bounds(data["terminals"], data["timeouts"])
@@ -127,11 +157,11 @@ def main_maze(cfg: Config) -> Path:
         "episodes_reaching_goal": int(data["terminals"].sum()),
         "mean_episode_length": float((ends - starts).mean()),
         "reward_fraction": float(data["rewards"].mean()),
-        "free_cells_visited": maze_data.visited_cell_fraction(MazeSpec(cfg.layout), data["observations"]),
+        "free_cells_visited": maze_data.visited_cell_fraction(spec, data["observations"]),
         "seconds": round(seconds, 2),
     }
     try:
-        datasets.save_dataset(out, data, maze_data.dataset_metadata(cfg.layout, **generator, summary=summary),
+        datasets.save_dataset(out, data, maze_data.dataset_metadata(layout, **generator, summary=summary),
                               overwrite=cfg.overwrite, compress=cfg.compress)
     except FileExistsError as e:
         fail(str(e))

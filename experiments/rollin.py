@@ -78,7 +78,7 @@ class Args:
 
 def make_env(args: Args) -> rollin.ContextEnv:
     env = envs.make(args.env, **runner.parse_env_options(args.env_options))
-    if args.env.startswith("pointmaze-"):
+    if args.env.startswith("pointmaze"):
         if args.start_cell and len(args.start_cell) != 2:
             raise ValueError(f"--start-cell takes a row and a column, got {args.start_cell}.")
         return rollin.maze_goals(env, args.num_stages, tuple(args.start_cell) or None)
@@ -89,7 +89,7 @@ def make_env(args: Args) -> rollin.ContextEnv:
 
 
 def build(args: Args) -> runner.Trainer:
-    if not args.env.startswith("pointmaze-") and args.hp.reward_bias < 0:
+    if not args.env.startswith("pointmaze") and args.hp.reward_bias < 0:
         raise ValueError(f"--hp.reward-bias is {args.hp.reward_bias:g}: a per-step penalty rewards ending episodes "
                          f"early (a falling hopper); pass --hp.reward-bias 0 for {args.env}.")
     env = make_env(args)

@@ -97,7 +97,7 @@ def demo_args(args: Args) -> Args:
 
 
 def load_offline_data(args: Args, env: envs.Env, discount: float) -> dict:
-    if not args.dataset and args.env.startswith("pointmaze-") and (
+    if not args.dataset and args.env.startswith("pointmaze") and (
             env.unwrapped.reward_type != "sparse" or env.unwrapped.task not in ("fixed", "random_start")
             or env.unwrapped.goal_cell is not None):
         raise runner.UserError("The generated point-maze dataset is labelled with the sparse reward of the "
@@ -105,7 +105,8 @@ def load_offline_data(args: Args, env: envs.Env, discount: float) -> dict:
                                "task=random from --env-options, or pass --dataset.")
     try:
         path = maze_data.cached_dataset_path(args.env, args.dataset_size, args.dataset,
-                                             log=lambda m: print(m, file=sys.stderr))
+                                             log=lambda m: print(m, file=sys.stderr),
+                                             layout=getattr(env.unwrapped, "layout", None))
     except ValueError as e:
         raise runner.UserError(f"--dataset is required here: {e}") from None
     try:
