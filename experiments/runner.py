@@ -319,7 +319,7 @@ def read_metric(path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps), table
 
 
-def plot_curves(eval_path: Path, out_png: Path, members: list[dict], metric_names=("eval_return", "eval_success")):
+def plot_curves(eval_path: Path, out_png: Path, members: list[dict], metric_names=("eval_return", "eval_success", "test_nll")):
     """Learning curves: per sweep setting, the mean over seeds and the min-max band."""
     import matplotlib
     matplotlib.use("Agg")
