@@ -29,7 +29,7 @@ chunks, which is total_steps / (agent.num_envs * agent.chunk_steps), 800 env ste
 steps = 400 chunks: --checkpoint-every 200); it then keeps exactly the halfway and the final checkpoints.
 `mixture` = equal parts of random, medium and expert (collected with different seeds), concatenated
 episode-intact. SAC actions are samples of the stochastic policy, as in D4RL (`--deterministic` for the mean
-action). See `envs/policy_data.py`.
+action). See `envs/policy_data.py` (the collector) and `experiments/sac_checkpoints.py` (the SAC policies).
 
 Both write the file atomically (temporary file, then rename) and never replace an existing file unless given the
 flag --overwrite (exit status 2 and a one-line message otherwise, checked before any work is done); errors in the
@@ -260,7 +260,7 @@ def _print_summary(name: str, s: dict) -> None:
 
 
 def main_locomotion(cfg: LocomotionConfig) -> Path:
-    from experiments import runner
+    from experiments import runner, sac_checkpoints
 
     for name in ("num_transitions", "num_envs", "chunk_steps"):
         if getattr(cfg, name) < 1:
@@ -274,7 +274,7 @@ def main_locomotion(cfg: LocomotionConfig) -> Path:
              f"checkpoints/). Only --kind random can do without it, given --env.")
     try:
         if cfg.sac_run:
-            args, _, _ = policy_data.sac_run_args(cfg.sac_run)
+            args, _, _ = sac_checkpoints.sac_run_args(cfg.sac_run)
             env_name, env_options = args.env, runner.parse_env_options(args.env_options)
             steps_per_chunk = args.agent.num_envs * args.agent.chunk_steps
         else:
@@ -288,7 +288,7 @@ def main_locomotion(cfg: LocomotionConfig) -> Path:
         sizes = _part_sizes(cfg)
         checkpoints: dict[str, int] = {}
         if cfg.sac_run and set(sizes) & {"medium", "expert"}:
-            steps = policy_data.checkpoint_steps(cfg.sac_run)
+            steps = sac_checkpoints.checkpoint_steps(cfg.sac_run)
             if not steps:
                 fail(f"The run {cfg.sac_run} holds no complete checkpoint under {Path(cfg.sac_run) / 'checkpoints'}; "
                      f"train it to the end (or --resume it) first.")
@@ -301,8 +301,8 @@ def main_locomotion(cfg: LocomotionConfig) -> Path:
             if kind == "random":
                 policies[kind] = policy_data.uniform_random_policy(env.action_size)
             else:
-                agent, sac_cfg, _, _ = policy_data.load_sac_agent(cfg.sac_run, cfg.member, checkpoints[kind])
-                policies[kind] = policy_data.sac_policy(agent, sac_cfg, cfg.deterministic)
+                agent, sac_cfg, _, _ = sac_checkpoints.load_sac_agent(cfg.sac_run, cfg.member, checkpoints[kind])
+                policies[kind] = sac_checkpoints.sac_policy(agent, sac_cfg, cfg.deterministic)
     except runner.UserError as e:
         fail(str(e))
 

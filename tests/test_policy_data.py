@@ -1,4 +1,5 @@
-"""Policy rollouts as D4RL datasets: the collector, SAC checkpoints, mixtures and the `locomotion` CLI."""
+"""Policy rollouts as D4RL datasets: the collector (`envs.policy_data`), SAC checkpoints as policies
+(`experiments.sac_checkpoints`), mixtures and the `locomotion` CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import envs
 from envs import policy_data
 from envs.datasets import KEYS, episode_bounds, load_dataset, load_metadata, validate_dataset
-from experiments import runner
+from experiments import runner, sac_checkpoints
 from experiments import sac as sac_experiment
 
 # tests/test_runner.py's tiny SAC (4 envs x 10 steps per chunk), on the dense-reward maze so that returns differ.
@@ -102,8 +103,8 @@ def sac_run(tmp_path_factory):
 
 def test_load_sac_agent_is_the_trained_agent(sac_run):
     from algos import sac
-    assert policy_data.checkpoint_steps(sac_run) == [2, 4]
-    agent, cfg, env_name, env_options = policy_data.load_sac_agent(sac_run)
+    assert sac_checkpoints.checkpoint_steps(sac_run) == [2, 4]
+    agent, cfg, env_name, env_options = sac_checkpoints.load_sac_agent(sac_run)
     assert env_name == "pointmaze-umaze-jax" and env_options == {"reward_type": "dense"}
     assert cfg.hidden_sizes == (32, 32)
     # The final evaluation the run logged is reproduced by the loaded agent with the runner's evaluation key.
@@ -120,16 +121,16 @@ def test_load_sac_agent_is_the_trained_agent(sac_run):
     key = jax.random.PRNGKey(1)
     member0 = jax.tree.map(lambda x: x[0], carry.agent)
     np.testing.assert_array_equal(sac.act(agent, obs, key, True, cfg), sac.act(member0, obs, key, True, cfg))
-    policy = policy_data.sac_policy(agent, cfg, deterministic=True)
+    policy = sac_checkpoints.sac_policy(agent, cfg, deterministic=True)
     np.testing.assert_allclose(jax.vmap(policy)(obs, jax.random.split(key, 16)), sac.act(agent, obs, key, True, cfg),
                                atol=1e-6)
     # The halfway checkpoint is another (earlier) agent; a step the run did not keep is a clear error.
-    medium, *_ = policy_data.load_sac_agent(sac_run, step=2)
+    medium, *_ = sac_checkpoints.load_sac_agent(sac_run, step=2)
     assert not np.allclose(sac.act(medium, obs, key, True, cfg), sac.act(agent, obs, key, True, cfg))
     with pytest.raises(runner.UserError, match=r"no checkpoint at step 3.*\[2, 4\]"):
-        policy_data.load_sac_agent(sac_run, step=3)
+        sac_checkpoints.load_sac_agent(sac_run, step=3)
     with pytest.raises(runner.UserError, match="member"):
-        policy_data.load_sac_agent(sac_run, member=1)
+        sac_checkpoints.load_sac_agent(sac_run, member=1)
 
 
 def test_locomotion_cli_writes_expert_random_and_mixture(sac_run, tmp_path, capsys):
@@ -154,8 +155,8 @@ def test_locomotion_cli_writes_expert_random_and_mixture(sac_run, tmp_path, caps
     assert len(mix["rewards"]) == 300
     for k in KEYS:  # the random part is the random file: same seed, size and streams
         np.testing.assert_array_equal(mix[k][:100], data["random"][k], err_msg=k)
-    agent, cfg, env_name, env_options = policy_data.load_sac_agent(sac_run)
-    expert_again = policy_data.collect(envs.make(env_name, **env_options), policy_data.sac_policy(agent, cfg), 100,
+    agent, cfg, env_name, env_options = sac_checkpoints.load_sac_agent(sac_run)
+    expert_again = policy_data.collect(envs.make(env_name, **env_options), sac_checkpoints.sac_policy(agent, cfg), 100,
                                        num_envs=4, seed=2)
     for k in KEYS:
         np.testing.assert_allclose(mix[k][200:], expert_again[k], atol=1e-6, err_msg=k)
