@@ -13,7 +13,8 @@ anything and without following dependencies:
 so a pure-Python package passes with its py3-none-any wheel and a compiled one needs a cp3V (or abi3) wheel
 for Linux x86_64 with glibc <= 2.28 (`--glibc`, `--arch`; 2.28 is what the locked set needs: glfw and h5py
 publish manylinux_2_28 wheels only). pip stops at the first requirement it cannot satisfy; the script then
-drops that one and asks again, so the failure names every release that lacks a wheel, and for which Pythons.
+drops that one and asks again, so the failure names every release that lacks a wheel, and for which Pythons
+(a release that is not on the index at all reads the same, for every Python).
 
 It also checks, from the metadata in pip's report, that each file is closed under dependencies on V: every
 `Requires-Dist` whose environment marker holds on V (Linux, CPython V) names a package the file pins, at a
@@ -264,9 +265,8 @@ def main(argv=None) -> int:
                 for (_, version), (m, url) in sorted(meta.items()):
                     print(f"    {m['name']}=={version}: {url.rsplit('/', 1)[-1]}")
     for what, pys in sorted(no_wheel.items()):
-        gone = ", or no such release on the index" if len(pys) == len(pythons) else ""
         print(f"NO WHEEL: {what} has no wheel for Python {', '.join(pys)} (Linux {args.arch}, glibc "
-              f"{args.glibc}){gone}")
+              f"{args.glibc})")
     for what, pys in sorted(closure.items()):
         print(f"NOT LOCKED: on Python {', '.join(pys)}: {what}")
     if no_wheel or closure:
