@@ -23,7 +23,7 @@ $(error $(NO_PY))
 endif
 endif
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean metamath
 
 # An existing .venv is reused, whichever Python built it (`make clean` to change); otherwise it is made with the
 # Python found above. Then the tested set, exactly (requirements.lock), and the project on top without resolving.
@@ -57,6 +57,16 @@ $(PEERS)/.installed: benchmarks/requirements-peers.txt
 bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/sac.py --json runs/bench_sac.json
+
+# set.mm and the reference C verifier (Debian: metamath-databases, metamath) for REFACTOR, installed when absent.
+MM_PKGS := metamath-databases metamath
+metamath:
+	@if [ -f /usr/share/metamath/databases/set.mm ] && command -v metamath >/dev/null; then \
+		echo "set.mm and metamath are installed ($$(dpkg -L metamath-databases 2>/dev/null | grep '/set.mm$$'))"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y $(MM_PKGS) || { apt-get update && apt-get install -y $(MM_PKGS); }; \
+	else echo "make metamath: installing set.mm needs root and apt-get; run: sudo apt-get install -y $(MM_PKGS)" \
+		"(Debian/Ubuntu), or point METAMATH_SET_MM at a set.mm you have" >&2; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .jax_cache runs
