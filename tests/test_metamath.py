@@ -26,11 +26,11 @@ def _edit(old, new, text=TEXT):
 
 def test_tiny_parses_and_every_proof_verifies():
     db = _db(TEXT)
-    assert [s.label for s in db.theorems()] == ["id", "a1i", "mpd", "idi", "dok"]
+    assert [s.label for s in db.theorems()] == ["id", "a1i", "mpd", "idi", "syl", "dok"]
     assert db.statements["mp"].hyps == ("wp", "wq", "min", "maj")
     assert db.statements["mpd"].hyps == ("wp", "wq", "wr", "mpd.1", "mpd.2")
     assert db.statements["ax-d"].dvs == frozenset({("x", "y")})
-    assert verify_all(db) == {lab: None for lab in ["id", "a1i", "mpd", "idi", "dok"]}
+    assert verify_all(db) == {lab: None for lab in ["id", "a1i", "mpd", "idi", "syl", "dok"]}
 
 
 def test_proof_tree_nodes_edges_and_saved_steps():
@@ -59,7 +59,8 @@ BROKEN = [  # (old, new, theorem, message pattern)
     ("a1i $p |- ( q -> p ) $= wp wq wp wi a1i.1", "a1i $p |- ( q -> p ) $= wp wq wp wi mpd.1", "a1i",
      r"a1i: step 5 \(mpd.1\): hypothesis 'mpd.1' is not active"),
     ("wp wq ax-1 mp $.", "wp wq ax-1 mp wp $.", "a1i", r"a1i: the proof leaves 2 entries"),
-    ("a1i $p |- ( q -> p ) $=", "a1i $p |- ( p -> q ) $=", "a1i", r"a1i: the proof proves '\|- \( q -> p \)'"),
+    ("idi $p |- ( q -> ( p -> p ) ) $=", "idi $p |- ( p -> ( q -> q ) ) $=", "idi",
+     r"idi: the proof proves '\|- \( q -> \( p -> p \) \)', not the statement"),
     ("wp wq ax-1 mp $.", "wp wq ax-1 ? $.", "a1i", r"a1i: step 9: unknown step '\?'"),
     ("wp wq ax-1 mp $.", "wp wq ax-9 mp $.", "a1i", r"a1i: step 8 \(ax-9\): label 'ax-9' is not defined"),
     ("wp wq ax-1 mp $.", "wp wq idi mp $.", "a1i", r"a1i: step 8 \(idi\): 'idi' is not stated before a1i"),

@@ -221,3 +221,28 @@ def compress(db: Database, thm: Statement, tree: ProofTree, width: int = 70) -> 
     letters = "".join(_number(index[lab]) for lab in tree.labels)
     lines = [letters[i:i + width] for i in range(0, len(letters), width)]
     return "( " + " ".join(extra) + " ) " + " ".join(lines)
+
+
+def check_tree(db: Database, thm: Statement, tree: ProofTree) -> None:
+    """Re-derive every node of a proof tree of `thm` (labels and children as given) and check its expression
+    and the root; raises MMError naming the node (post-order index) that fails. Used on expanded and refactored
+    proofs, whose node expressions were computed by substitution rather than by the verifier."""
+    order = {lab: i for i, lab in enumerate(db.statements)}
+    for i, (lab, kids, expr) in enumerate(zip(tree.labels, tree.children, tree.exprs)):
+        where = f"{db.path}:{thm.line}: {thm.label}: node {i} ({lab})"
+        st = db.statements.get(lab)
+        if st is None:
+            raise MMError(f"{where}: label '{lab}' is not defined")
+        if st.kind in "fe":
+            if lab not in thm.active_hyps or kids:
+                raise MMError(f"{where}: hypothesis '{lab}' is not active in the scope of {thm.label}")
+            got = st.expr
+        else:
+            if order[lab] >= order[thm.label] or len(kids) != len(st.hyps):
+                raise MMError(f"{where}: '{lab}' is stated later or gets {len(kids)} hypotheses, not "
+                              f"{len(st.hyps)}")
+            got, _ = apply_assertion(db, where, st, [tree.exprs[k] for k in kids], thm.active_dvs)
+        if got != tuple(expr):
+            raise MMError(f"{where}: proves '{' '.join(got)}', the tree says '{' '.join(expr)}'")
+    if tuple(tree.exprs[-1]) != thm.expr:
+        raise MMError(f"{db.path}:{thm.line}: {thm.label}: the tree proves '{' '.join(tree.exprs[-1])}'")

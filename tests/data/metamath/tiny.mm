@@ -35,6 +35,13 @@ $}
 $( Uses id twice: ( p -> p ) under ax-1, compressed with a saved step. $)
 idi $p |- ( q -> ( p -> p ) ) $= ( ax-1 id mp wi ) AAFZBGFADGBCE $.
 
+${
+  syl.1 $e |- ( p -> q ) $.
+  syl.2 $e |- ( q -> r ) $.
+  $( Syllogism: uses the theorems a1i and mpd, normal proof. $)
+  syl $p |- ( p -> r ) $= wp wq wr syl.1 wq wr wi wp syl.2 a1i mpd $.
+$}
+
 $v x y $.
 vx $f set x $.
 vy $f set y $.

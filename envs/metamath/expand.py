@@ -1,0 +1,160 @@
+"""REFACTOR's training data (Zhou et al., ICLR 2024, section 3.2): theorem expansion.
+
+For a proof P and one step of P that applies a `$p` theorem T, T's own proof is inlined in place of that step:
+T's proof tree with every expression put under the substitution σ of that step, and T's hypothesis leaves
+replaced by the subtrees that proved the step's hypotheses in P. The inlined nodes (T's proof minus its
+hypothesis leaves) are the positives (target 1); all other nodes are 0. A model that finds them has found T.
+
+Caps as the reference (jinpz/refactor `theorem_expansion.py`): P and T proof trees at most 1000 nodes (`-rpm`),
+expanded tree at most 1000 nodes (`-pm`), every node's string at most 512 symbols (`-nm`: expression tokens plus
+label characters), at most 100 instances per T (`-mi`) before splitting and 10 per T in validation and test
+(`-vmi`), seed 47, 80/10/10 splits random or grouped by T (the "unseen theorems" split).
+Departure: expansions where T's proof uses hypotheses that are not mandatory for T (dummy variables) are
+skipped (they are counted), so every expanded proof is a valid proof of P, re-checked by `verify.check_tree`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from envs.metamath.database import Database
+from envs.metamath.verify import ProofTree, proof_dag, substitute, unfold
+
+CAPS = dict(raw_proof_max=1000, proof_max=1000, node_max=512, max_per_theorem=100, eval_max_per_theorem=10)
+SEED = 47
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    proof: str            # P
+    theorem: str          # T, the inlined theorem
+    use: int              # post-order index, in P's own tree, of the step that applied T
+    tree: ProofTree       # the expanded tree
+    target: tuple         # 1 for the inlined nodes
+
+
+def trees(db: Database, max_nodes: int = CAPS["raw_proof_max"]) -> dict:
+    """label -> proof tree for every $p whose tree has at most `max_nodes` nodes."""
+    out = {}
+    for st in db.theorems():
+        tree = unfold(proof_dag(db, st), max_nodes)
+        if tree is not None:
+            out[st.label] = tree
+    return out
+
+
+def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree):
+    """Inline `inner` (the proof of the theorem applied at node `use` of `tree`). Returns (tree, target) or None
+    when the inner proof uses non-mandatory hypotheses."""
+    thm = db.statements[tree.labels[use]]
+    kids = tree.children[use]
+    sigma = {db.statements[h].expr[1]: tree.exprs[k][1:] for h, k in zip(thm.hyps, kids)
+             if db.statements[h].kind == "f"}
+    arg_of = dict(zip(thm.hyps, kids))
+    if any(db.statements[lab].kind in "fe" and lab not in arg_of for lab in inner.labels):
+        return None
+    labels, exprs, children, target = [], [], [], []
+
+    def copy_subtree(root):          # a subtree of `tree`, appended in post-order; returns its new root
+        lo = root - _size(tree, root) + 1
+        base = len(labels)
+        for j in range(lo, root + 1):
+            labels.append(tree.labels[j]); exprs.append(tree.exprs[j])
+            children.append(tuple(base + k - lo for k in tree.children[j])); target.append(0)
+        return len(labels) - 1
+
+    def inline():
+        new = {}
+        for j, lab in enumerate(inner.labels):
+            if lab in arg_of:
+                new[j] = copy_subtree(arg_of[lab])
+            else:
+                labels.append(lab); exprs.append(substitute(inner.exprs[j], sigma))
+                children.append(tuple(new[k] for k in inner.children[j])); target.append(1)
+                new[j] = len(labels) - 1
+        return new[len(inner) - 1]
+
+    new_of = {}
+    for j in range(len(tree)):
+        if _inside(tree, use, j):
+            continue                 # the use's own subtree is handled at the use
+        if j == use:
+            new_of[j] = inline()
+            continue
+        labels.append(tree.labels[j]); exprs.append(tree.exprs[j])
+        children.append(tuple(new_of[k] for k in tree.children[j])); target.append(0)
+        new_of[j] = len(labels) - 1
+    return ProofTree(tuple(labels), tuple(exprs), tuple(children)), tuple(target)
+
+
+def _size(tree: ProofTree, i: int) -> int:
+    return 1 + sum(_size(tree, k) for k in tree.children[i])
+
+
+def _inside(tree: ProofTree, use: int, j: int) -> bool:
+    """j is a strict descendant of `use` (post-order: descendants are the contiguous block before it)."""
+    return use - _size(tree, use) < j < use
+
+
+def examples(db: Database, raw: dict, caps: dict = CAPS, stats: dict | None = None):
+    """Every expansion within the caps, in database order (proofs, then use steps)."""
+    stats = stats if stats is not None else {}
+    for p, tree in raw.items():
+        for use, lab in enumerate(tree.labels):
+            if db.statements[lab].kind != "p" or lab not in raw:
+                continue
+            out = expand(db, tree, use, raw[lab])
+            if out is None:
+                stats["dummy_hyps"] = stats.get("dummy_hyps", 0) + 1
+                continue
+            new, target = out
+            if len(new) > caps["proof_max"]:
+                stats["too_long"] = stats.get("too_long", 0) + 1
+                continue
+            if max(len(lb) + len(e) for lb, e in zip(new.labels, new.exprs)) > caps["node_max"]:
+                stats["node_too_long"] = stats.get("node_too_long", 0) + 1
+                continue
+            yield Example(p, lab, use, new, target)
+
+
+def cap_per_theorem(theorems, index, cap: int, rng: np.random.Generator):
+    """A subset of `index` with at most `cap` entries per theorem, drawn without replacement, sorted."""
+    by = {}
+    for i in index:
+        by.setdefault(theorems[i], []).append(i)
+    keep = []
+    for t in sorted(by):
+        v = by[t]
+        keep.extend(v if len(v) <= cap else rng.choice(v, cap, replace=False).tolist())
+    return np.sort(np.asarray(keep, dtype=np.int64))
+
+
+def splits(theorems, caps: dict = CAPS, seed: int = SEED) -> dict:
+    """{'random': s, 'grouped': s} with s[i] in {0 train, 1 valid, 2 test, -1 dropped by a cap}."""
+    theorems = list(theorems)
+    n = len(theorems)
+    rng = np.random.default_rng(seed)
+    kept = cap_per_theorem(theorems, range(n), caps["max_per_theorem"], rng)
+    out = {}
+    for kind in ("random", "grouped"):
+        r = np.random.default_rng(seed)
+        s = np.full(n, -1, np.int8)
+        if kind == "random":
+            perm = r.permutation(kept)
+            a, b = int(0.8 * len(perm)), int(0.9 * len(perm))
+            s[perm[:a]], s[perm[a:b]], s[perm[b:]] = 0, 1, 2
+        else:
+            groups = sorted({theorems[i] for i in kept})
+            perm = [groups[i] for i in r.permutation(len(groups))]
+            a, b = int(0.8 * len(perm)), int(0.9 * len(perm))
+            part = {t: (0 if i < a else 1 if i < b else 2) for i, t in enumerate(perm)}
+            for i in kept:
+                s[i] = part[theorems[i]]
+        for k in (1, 2):
+            idx = np.flatnonzero(s == k)
+            keep = cap_per_theorem(theorems, idx, caps["eval_max_per_theorem"], r)
+            s[np.setdiff1d(idx, keep)] = -1
+        out[kind] = s
+    return out
