@@ -6,6 +6,7 @@ Names (see `envs.registered()`):
   pointmaze, pointmaze-jax                   the same two with a layout of your own: `layout="<rows>"` (a layout
                                              string or a registered name) or `layout_file=PATH` (a text file)
   ant, halfcheetah, hopper, inverted_pendulum   brax locomotion tasks on the MJX backend
+  hand-lift                                  MJX three-fingered hand with touch sensors lifting a ball (HATO)
 
 Heavy simulators are imported only when an env of theirs is made.
 """
@@ -28,6 +29,7 @@ _REGISTRY["pointmaze"] = ("envs.pointmaze_mjx:PointMazeMjx", {}, None)
 _REGISTRY["pointmaze-jax"] = ("envs.pointmaze:PointMazeJax", {}, None)
 for _name in ("ant", "halfcheetah", "hopper", "inverted_pendulum"):
     _REGISTRY[_name] = ("envs.brax_envs:BraxEnv", {"name": _name}, 1000)
+_REGISTRY["hand-lift"] = ("envs.hands:HandLift", {}, 60)
 
 
 def registered() -> list[str]:
