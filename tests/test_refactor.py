@@ -146,3 +146,38 @@ def test_learns_the_tiny_dataset(db):
     assert float(m["loss"]) < 0.05
     assert float(last["node_right"]) == float(last["nodes"]) and float(last["proof_right"]) == 3.0
     assert float(first["proof_right"]) < 3.0
+
+
+def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, tmp_path):
+    from envs.metamath.extract import candidates, new_theorems, refactor, sizes, write_refactored
+    raw = trees(db)
+    t = raw["id"]
+    k = t.labels.index("mp")                        # the inner modus ponens of id's proof: a 3-step lemma
+    pred = [False] * len(t)
+    for j in range(k - sizes(t)[k] + 1, k + 1):
+        pred[j] = t.exprs[j][0] == "|-"
+    cands = candidates(db, "id", t, pred)
+    assert [" ".join(c.statement) for c in cands] == ["|- ( ( p -> ( p -> p ) ) -> ( p -> p ) )"]
+    new, counts = new_theorems(db, cands)
+    assert counts["verified"] == counts["new"] == 1
+    # the theorem id itself, predicted whole inside idi's expansion, is found but is not new
+    outer = raw["idi"]
+    whole, target = expand(db, outer, outer.labels.index("id"), raw["id"])
+    assert new_theorems(db, candidates(db, "idi", whole, target))[1]["existing"] == 1
+    # a wrong prediction (a hypothesis it cannot derive) gives no verified candidate
+    bad = cands[0].__class__(cands[0].statement, (), cands[0].tree.__class__(
+        cands[0].tree.labels[:-1] + ("ax-1",), cands[0].tree.exprs, cands[0].tree.children), "id")
+    assert new_theorems(db, [bad])[1]["verified"] == 0
+    db2, t2, added, report = refactor(db, raw, new)
+    assert report[0]["uses"] == 1 and report[0]["proofs_using"] == 1 and report[0]["nodes_saved"] == 26
+    assert t2["id"].labels.count("rf0") == 1
+    check_tree(db2, db2.statements["id"], t2["id"])
+    text = write_refactored(open(TINY).read(), db2, t2, added, ["id"])
+    out = tmp_path / "refactored.mm"
+    out.write_text(text)
+    assert all(v is None for v in verify_all_file(str(out)).values())
+
+
+def verify_all_file(path):
+    from envs.metamath.verify import verify_all
+    return verify_all(parse(path))

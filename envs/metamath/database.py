@@ -33,6 +33,8 @@ class Statement:
     proof: tuple[str, ...] = ()     # raw proof tokens ($p only)
     active_hyps: frozenset = frozenset()  # every hypothesis label usable in the proof ($p only)
     active_dvs: frozenset = frozenset()   # every $d pair active where the $p is stated
+    end: int = 0                    # line of the closing '$.'
+    block: int = 0                  # line of the outermost '${' around it (0: top level)
 
 
 @dataclasses.dataclass
@@ -41,6 +43,11 @@ class Database:
     constants: set
     variables: set
     statements: dict                 # label -> Statement, in order of appearance (dicts keep order)
+    position: dict = dataclasses.field(default_factory=dict)  # label -> index in order of appearance
+
+    def __post_init__(self):
+        if not self.position:
+            self.position = {lab: i for i, lab in enumerate(self.statements)}
 
     def assertions(self):
         return [s for s in self.statements.values() if s.kind in "ap"]
@@ -94,6 +101,7 @@ def parse(path: str, text: str | None = None, max_line: int | None = None) -> Da
     name = path
     constants, variables, statements, position = set(), set(), {}, {}
     scopes = [_Scope()]
+    block_lines = []
     toks = tokenize(text, name)
 
     def active_vars():
@@ -145,10 +153,12 @@ def parse(path: str, text: str | None = None, max_line: int | None = None) -> Da
     for tok, line in toks:
         if tok == "${":
             scopes.append(_Scope())
+            block_lines.append(line)
         elif tok == "$}":
             if len(scopes) == 1:
                 raise MMError(f"{name}:{line}: '$}}' without a matching '${{'")
             scopes.pop()
+            block_lines.pop()
         elif tok in ("$c", "$v"):
             syms, _ = read_until("$.", line, None, tok)
             for sym in syms:
@@ -198,18 +208,21 @@ def parse(path: str, text: str | None = None, max_line: int | None = None) -> Da
                     raise MMError(f"{name}:{line}: {label}: $f must be 'typecode variable' with an active variable")
                 if float_of(expr[1]) is not None and any(v == expr[1] for _, v in scopes[-1].floats):
                     raise MMError(f"{name}:{line}: {label}: variable '{expr[1]}' already has a $f in this block")
-                statements[label] = Statement(label, "f", expr, line)
+                statements[label] = Statement(label, "f", expr, line, end=end_line,
+                                              block=block_lines[0] if block_lines else 0)
                 scopes[-1].floats.append((label, expr[1]))
                 continue
             check_expr(expr, line, label)
             if kw == "$e":
-                statements[label] = Statement(label, "e", expr, line)
+                statements[label] = Statement(label, "e", expr, line, end=end_line,
+                                              block=block_lines[0] if block_lines else 0)
                 scopes[-1].essentials.append(label)
                 continue
             hyps, dvs, active, all_dvs = frame(expr)
             statements[label] = Statement(label, kw[1], expr, line, hyps, dvs, proof,
                                           active if kw == "$p" else frozenset(),
-                                          all_dvs if kw == "$p" else frozenset())
+                                          all_dvs if kw == "$p" else frozenset(), end_line,
+                                          block_lines[0] if block_lines else 0)
     if len(scopes) > 1 and max_line is None:
         raise MMError(f"{name}: file ends with {len(scopes) - 1} block(s) '${{' still open (truncated input?)")
-    return Database(name, constants, variables, statements)
+    return Database(name, constants, variables, statements, position)

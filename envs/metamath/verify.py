@@ -121,7 +121,7 @@ def proof_dag(db: Database, thm: Statement | str) -> ProofDag:
     thm = db.statements[thm] if isinstance(thm, str) else thm
     if thm.kind != "p":
         raise MMError(f"{db.path}:{thm.line}: {thm.label} is not a $p statement")
-    order = {lab: i for i, lab in enumerate(db.statements)}
+    order = db.position
     labels, children, exprs, stack, saved = [], [], [], [], []
     for step, kind, what in _steps(db, thm):
         where = f"{db.path}:{thm.line}: {thm.label}: step {step}"
@@ -227,7 +227,7 @@ def check_tree(db: Database, thm: Statement, tree: ProofTree) -> None:
     """Re-derive every node of a proof tree of `thm` (labels and children as given) and check its expression
     and the root; raises MMError naming the node (post-order index) that fails. Used on expanded and refactored
     proofs, whose node expressions were computed by substitution rather than by the verifier."""
-    order = {lab: i for i, lab in enumerate(db.statements)}
+    order = db.position
     for i, (lab, kids, expr) in enumerate(zip(tree.labels, tree.children, tree.exprs)):
         where = f"{db.path}:{thm.line}: {thm.label}: node {i} ({lab})"
         st = db.statements.get(lab)

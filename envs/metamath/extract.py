@@ -1,0 +1,284 @@
+"""REFACTOR's extraction and refactoring (Zhou et al., ICLR 2024, sections 3.3 and 4.2).
+
+Candidates. In a predicted node set of a proof tree, each maximal connected part (a predicted node whose parent
+is not predicted is its root) of at least two steps is a candidate theorem: its statement is the root's
+expression, its `$e` hypotheses are the expressions of the `|-` children that are not predicted (and any
+hypothesis of P used inside), and its proof is the predicted steps with the syntax (non-`|-`) subproofs below
+them kept whole. Variables keep the database's global `$f` (true in set.mm's propositional part).
+The candidate is checked with `verify.check_tree` in a database extended by its hypotheses.
+
+Normalisation and deduplication (the reference's "standardization"): variables renamed in order of first
+appearance (per typecode), hypotheses in order; a candidate is new when its normalised (hypotheses, statement)
+matches no assertion of the database and no earlier candidate.
+
+Refactoring: each new theorem N's proof is a pattern (its variables' `$f` leaves and its `$e` leaves are
+holes); every proof stated after N's last dependency is rewritten bottom-up, each match replaced by one step
+applying N (arguments: the syntax proofs of the bound expressions and the matched hypothesis subproofs).
+Departure: the reference matches on set.mm with the `metamath` program's own tools; here matching is exact
+structural matching of proof trees, with consistent variable bindings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from envs.metamath.database import Database, MMError, Statement
+from envs.metamath.verify import ProofTree, check_tree
+
+
+def _subtree(tree: ProofTree, i: int, size) -> range:
+    return range(i - size[i] + 1, i + 1)
+
+
+def sizes(tree: ProofTree) -> list:
+    s = [0] * len(tree)
+    for i, kids in enumerate(tree.children):
+        s[i] = 1 + sum(s[k] for k in kids)
+    return s
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    statement: tuple
+    hyps: tuple            # $e expressions, in order
+    tree: ProofTree        # $e leaves labelled "@e0", "@e1", ...
+    source: str            # the proof it came from
+
+    def key(self, db: Database):
+        return normalise(db, self.hyps, self.statement)
+
+
+def normalise(db: Database, hyps, statement):
+    names = {}
+    out = []
+    for expr in list(hyps) + [statement]:
+        out.append(tuple(names.setdefault(s, f"${len(names)}") if s in db.variables else s for s in expr))
+    return tuple(out[:-1]), out[-1]
+
+
+def candidates(db: Database, proof: str, tree: ProofTree, predicted, min_steps: int = 2) -> list:
+    parent = [None] * len(tree)
+    for p, kids in enumerate(tree.children):
+        for k in kids:
+            parent[k] = p
+    size = sizes(tree)
+    out = []
+    for r in range(len(tree)):
+        if not predicted[r] or (parent[r] is not None and predicted[parent[r]]):
+            continue
+        if db.statements[tree.labels[r]].kind in "fe":
+            continue
+        hyps, labels, exprs, children, steps = [], [], [], [], 0
+
+        def emit(lab, expr, kids):
+            labels.append(lab); exprs.append(expr); children.append(tuple(kids))
+            return len(labels) - 1
+
+        def hyp_leaf(expr):
+            if expr not in hyps:
+                hyps.append(expr)
+            return emit(f"@e{hyps.index(expr)}", expr, ())
+
+        def copy(i):                       # a syntax subproof, whole
+            new = {}
+            for j in _subtree(tree, i, size):
+                new[j] = emit(tree.labels[j], tree.exprs[j], [new[k] for k in tree.children[j]])
+            return new[i]
+
+        def visit(i):
+            nonlocal steps
+            st = db.statements[tree.labels[i]]
+            if st.kind == "e":
+                return hyp_leaf(tree.exprs[i])
+            if not predicted[i]:
+                return hyp_leaf(tree.exprs[i]) if tree.exprs[i][0] == "|-" else copy(i)
+            steps += st.kind in "ap"
+            kids = [visit(k) for k in tree.children[i]]
+            return emit(tree.labels[i], tree.exprs[i], kids)
+
+        visit(r)
+        if steps >= min_steps:
+            out.append(Candidate(tree.exprs[r], tuple(hyps), ProofTree(tuple(labels), tuple(exprs),
+                                                                        tuple(children)), proof))
+    return out
+
+
+def with_hypotheses(db: Database, cand: Candidate, after: str, label: str = "@new"):
+    """A database extended by the candidate's $e hypotheses and its statement (placed just after `after`), and
+    that statement; mandatory $f: those of the variables in the statement and hypotheses, in database order."""
+    used = {s for e in list(cand.hyps) + [cand.statement] for s in e if s in db.variables}
+    floats = {}
+    for lab in db.statements:  # the first $f of each variable
+        st = db.statements[lab]
+        if st.kind == "f" and st.expr[1] in used and st.expr[1] not in floats:
+            floats[st.expr[1]] = lab
+    if set(floats) != used:
+        raise MMError(f"candidate from {cand.source}: variables {sorted(used - set(floats))} have no $f")
+    ehyps = {f"@e{i}": Statement(f"@e{i}", "e", e, 0) for i, e in enumerate(cand.hyps)}
+    fl = sorted(floats.values(), key=db.position.__getitem__)
+    all_floats = frozenset(lab for lab, st in db.statements.items() if st.kind == "f")
+    st = Statement(label, "p", cand.statement, db.statements[after].line, tuple(fl) + tuple(ehyps), frozenset(),
+                   (), all_floats | frozenset(ehyps), frozenset())
+    stmts = dict(db.statements)
+    stmts.update(ehyps)
+    pos = dict(db.position)
+    base = db.position[after]
+    for i, k in enumerate(list(ehyps) + [label]):
+        pos[k] = base + (i + 1) / (len(ehyps) + 2)
+    stmts[label] = st
+    return dataclasses.replace(db, statements=stmts, position=pos), st
+
+
+def verify_candidate(db: Database, cand: Candidate) -> str | None:
+    """None when the candidate's proof checks, else the error."""
+    try:
+        ext, st = with_hypotheses(db, cand, cand.source)
+        check_tree(ext, st, cand.tree)
+        return None
+    except MMError as err:
+        return str(err)
+
+
+def new_theorems(db: Database, cands: list):
+    """(new verified candidates, counts): dedup by normalised form, existing assertions dropped."""
+    existing = {}
+    for st in db.assertions():
+        e = [db.statements[h].expr for h in st.hyps if db.statements[h].kind == "e"]
+        existing.setdefault(normalise(db, e, st.expr), st.label)
+    seen, new = set(), []
+    counts = dict(candidates=len(cands), verified=0, existing=0, duplicate=0, new=0)
+    matched = {}
+    for c in cands:
+        if verify_candidate(db, c) is not None:
+            continue
+        counts["verified"] += 1
+        k = c.key(db)
+        if k in existing:
+            counts["existing"] += 1
+            matched[existing[k]] = matched.get(existing[k], 0) + 1
+            continue
+        if k in seen:
+            counts["duplicate"] += 1
+            continue
+        seen.add(k)
+        new.append(c)
+    counts["new"] = len(new)
+    counts["existing_theorems_rediscovered"] = len(matched)
+    return new, counts
+
+
+def _match(db, pat: ProofTree, pvars, tree: ProofTree, pi: int, ti: int, bind: dict) -> bool:
+    lab = pat.labels[pi]
+    if lab.startswith("@e"):
+        bind.setdefault(lab, ti)
+        return tree.exprs[bind[lab]] == tree.exprs[ti]
+    st = db.statements[lab]
+    if st.kind == "f" and st.expr[1] in pvars:
+        if tree.exprs[ti][0] != st.expr[0]:
+            return False
+        prev = bind.setdefault(st.expr[1], ti)
+        return tree.exprs[prev] == tree.exprs[ti]
+    if tree.labels[ti] != lab or len(tree.children[ti]) != len(pat.children[pi]):
+        return False
+    return all(_match(db, pat, pvars, tree, a, b, bind) for a, b in zip(pat.children[pi], tree.children[ti]))
+
+
+def rewrite(db: Database, tree: ProofTree, new_st: Statement, pat: ProofTree):
+    """`tree` with every (outermost) match of `pat` replaced by one step of `new_st`; returns (tree, uses)."""
+    pvars = {db.statements[h].expr[1] for h in new_st.hyps if db.statements[h].kind == "f"}
+    size = sizes(tree)
+    labels, exprs, children = [], [], []
+    uses = 0
+
+    def emit(i):
+        nonlocal uses
+        bind = {}
+        if len(pat) > 1 and size[i] >= len(pat) and _match(db, pat, pvars, tree, len(pat) - 1, i, bind):
+            uses += 1
+            args = [bind[db.statements[h].expr[1]] if db.statements[h].kind == "f" else bind[h]
+                    for h in new_st.hyps]
+            kids = [emit(a) for a in args]
+            labels.append(new_st.label); exprs.append(tree.exprs[i]); children.append(tuple(kids))
+        else:
+            kids = [emit(k) for k in tree.children[i]]
+            labels.append(tree.labels[i]); exprs.append(tree.exprs[i]); children.append(tuple(kids))
+        return len(labels) - 1
+
+    emit(len(tree) - 1)
+    return ProofTree(tuple(labels), tuple(exprs), tuple(children)), uses
+
+
+def refactor(db: Database, raw: dict, new: list, prefix: str = "rf"):
+    """Add the new theorems and rewrite later proofs in `raw` (label -> tree) to use them, in order.
+
+    A new theorem N goes, in the file, just before the top-level block (or statement) of its first user, so a
+    proof P is rewritten only when that point lies after N's last dependency. Every rewritten proof is
+    re-checked. Returns (db, trees, added: label -> (insertion line, proof tree), report)."""
+    trees_ = dict(raw)
+    added = {}
+    report = []
+    for n, cand in enumerate(new):
+        label = f"{prefix}{n}"
+        last = max((lab for lab in cand.tree.labels if not lab.startswith("@e")), key=db.position.__getitem__)
+        db, st = with_hypotheses(db, cand, last, label)
+        check_tree(db, st, cand.tree)
+        dep_end = db.statements[last].end
+        uses, saved, users, where = 0, 0, 0, None
+        for p, tree in trees_.items():
+            ps = db.statements[p]
+            ins = ps.block or ps.line
+            if db.position[p] <= db.position[label] or ins <= dep_end:
+                continue
+            new_tree, u = rewrite(db, tree, st, cand.tree)
+            if u:
+                check_tree(db, ps, new_tree)
+                uses += u; users += 1; saved += len(tree) - len(new_tree)
+                trees_[p] = new_tree
+                where = ins if where is None else min(where, ins)
+        added[label] = (where, cand.tree)
+        report.append(dict(label=label, statement=" ".join(cand.statement), hyps=[" ".join(h) for h in cand.hyps],
+                           proof_steps=len(cand.tree), uses=uses, proofs_using=users, nodes_saved=saved))
+    return db, trees_, added, report
+
+
+def write_refactored(src_text: str, db: Database, trees: dict, added: dict, changed) -> str:
+    """The database text with the new theorems inserted (before their first user's block, or at the end) and
+    the proofs of `changed` rewritten (compressed). Assumes each rewritten statement has lines of its own."""
+    from envs.metamath.verify import compress
+    lines = src_text.split("\n")
+    before = {}
+    for label, (where, tree) in added.items():
+        before.setdefault(where or len(lines) + 1, []).append(mm_text(db, {label: tree}))
+    replace = {}
+    for p in changed:
+        st = db.statements[p]
+        replace[st.line] = (st.end, f"  {p} $p {' '.join(st.expr)} $=\n    {compress(db, st, trees[p])} $.")
+    out, i = [], 1
+    while i <= len(lines):
+        out.extend(before.get(i, []))
+        if i in replace:
+            end, text = replace[i]
+            out.append(text)
+            i = end + 1
+            continue
+        out.append(lines[i - 1])
+        i += 1
+    out.extend(before.get(len(lines) + 1, []))
+    return "\n".join(out)
+
+
+def mm_text(db: Database, added: dict) -> str:
+    """The new theorems as .mm text (each in its own block with its $e hypotheses), compressed proofs."""
+    from envs.metamath.verify import compress
+    out = []
+    for label, tree in added.items():
+        st = db.statements[label]
+        ren = {h: f"{label}.{h[2:]}" for h in st.hyps if h.startswith("@e")}
+        st2 = dataclasses.replace(st, hyps=tuple(ren.get(h, h) for h in st.hyps))
+        tree2 = ProofTree(tuple(ren.get(lab, lab) for lab in tree.labels), tree.exprs, tree.children)
+        body = ["${"] + [f"  {ren[h]} $e {' '.join(db.statements[h].expr)} $." for h in st.hyps if h in ren]
+        body += ["  $( Extracted by REFACTOR (headstart). $)",
+                 f"  {label} $p {' '.join(st.expr)} $=", f"    {compress(db, st2, tree2)} $.", "$}"]
+        out.append("\n".join(body))
+    return "\n\n".join(out) + "\n"
+
