@@ -151,3 +151,19 @@ def test_agrees_with_c_metamath_on_propositional_set_mm(tmp_path):
     ours = verify_all(parse(str(bad)))
     assert {lab for lab, err in ours.items() if err} == set(victims)
     assert setmm.metamath_verify(str(bad))["failed"] == set(victims)
+
+
+def test_compressed_numbers_follow_the_book():
+    from envs.metamath.verify import _number
+    assert [_number(n) for n in (1, 20, 21, 40, 41, 120, 121, 620, 621)] == \
+        ["A", "T", "UA", "UT", "VA", "YT", "UUA", "YYT", "UUUA"]
+
+
+def test_compressed_decoding_of_multi_digit_numbers():
+    from envs.metamath.database import Statement
+    from envs.metamath.verify import _decode_compressed
+    names = [f"L{i}" for i in range(1, 700)]
+    thm = Statement("t", "p", ("|-",), 1, hyps=("h1",), proof=("(", *names, ")", "UUA", "YYT", "UA", "Z", "UUUA"))
+    got = list(_decode_compressed(_db(TEXT), thm))
+    assert got == [(1, "label", "L120"), (2, "label", "L619"), (3, "label", "L20"), (3, "save", None),
+                   (4, "label", "L620")]

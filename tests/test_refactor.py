@@ -73,6 +73,7 @@ def test_examples_and_splits_are_deterministic_and_capped(db):
     g = s1["grouped"]
     parts = {k: {names[i] for i in np.flatnonzero(g == k)} for k in (0, 1, 2)}
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert (len(parts[0]), len(parts[1]), len(parts[2])) == (43, 5, 6)      # 80/10/10 of the 54 theorems
     assert len(cap_per_theorem(names, range(len(names)), 10, np.random.default_rng(0))) == 10 + 5 + 10 + 3 + 50
 
 
@@ -172,6 +173,18 @@ def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, 
     assert report[0]["uses"] == 1 and report[0]["proofs_using"] == 1 and report[0]["nodes_saved"] == 26
     assert t2["id"].labels.count("rf0") == 1
     check_tree(db2, db2.statements["id"], t2["id"])
+    # no match when a label differs or a variable would be bound to two expressions
+    from envs.metamath.extract import rewrite
+    pat = added["rf0"][1]
+    lo = k - sizes(t)[k] + 1                         # the lemma's region in id's tree; its first node is wp
+    j1 = t.labels.index("ax-1", lo)
+    assert t.labels[lo] == "wp" and j1 < k
+    for j, swap in ((j1, ("wi", t.exprs[j1])), (lo, ("wq", ("wff", "q")))):
+        labels, exprs = list(t.labels), list(t.exprs)
+        labels[j], exprs[j] = swap
+        other = t.__class__(tuple(labels), tuple(exprs), t.children)
+        assert rewrite(db2, other, db2.statements["rf0"], pat)[1] == 0
+    assert rewrite(db2, t, db2.statements["rf0"], pat)[1] == 1
     text = write_refactored(open(TINY).read(), db2, t2, added, ["id"])
     out = tmp_path / "refactored.mm"
     out.write_text(text)

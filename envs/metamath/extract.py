@@ -104,8 +104,9 @@ def candidates(db: Database, proof: str, tree: ProofTree, predicted, min_steps: 
 
 
 def with_hypotheses(db: Database, cand: Candidate, after: str, label: str = "@new"):
-    """A database extended by the candidate's $e hypotheses and its statement (placed just after `after`), and
-    that statement; mandatory $f: those of the variables in the statement and hypotheses, in database order."""
+    """A database extended by the candidate's $e hypotheses (labelled `label.0`, `label.1`, ...) and its
+    statement `label` (placed just after `after`); returns (db, statement, proof tree with those labels).
+    Mandatory $f: those of the variables in the statement and hypotheses, in database order."""
     used = {s for e in list(cand.hyps) + [cand.statement] for s in e if s in db.variables}
     floats = {}
     for lab in db.statements:  # the first $f of each variable
@@ -114,11 +115,12 @@ def with_hypotheses(db: Database, cand: Candidate, after: str, label: str = "@ne
             floats[st.expr[1]] = lab
     if set(floats) != used:
         raise MMError(f"candidate from {cand.source}: variables {sorted(used - set(floats))} have no $f")
-    ehyps = {f"@e{i}": Statement(f"@e{i}", "e", e, 0) for i, e in enumerate(cand.hyps)}
+    ren = {f"@e{i}": f"{label}.{i}" for i in range(len(cand.hyps))}
+    ehyps = {ren[f"@e{i}"]: Statement(ren[f"@e{i}"], "e", e, 0) for i, e in enumerate(cand.hyps)}
     fl = sorted(floats.values(), key=db.position.__getitem__)
     all_floats = frozenset(lab for lab, st in db.statements.items() if st.kind == "f")
     st = Statement(label, "p", cand.statement, db.statements[after].line, tuple(fl) + tuple(ehyps), frozenset(),
-                   (), all_floats | frozenset(ehyps), frozenset())
+                   (), all_floats | frozenset(ehyps), frozenset(), db.statements[after].end)
     stmts = dict(db.statements)
     stmts.update(ehyps)
     pos = dict(db.position)
@@ -126,14 +128,15 @@ def with_hypotheses(db: Database, cand: Candidate, after: str, label: str = "@ne
     for i, k in enumerate(list(ehyps) + [label]):
         pos[k] = base + (i + 1) / (len(ehyps) + 2)
     stmts[label] = st
-    return dataclasses.replace(db, statements=stmts, position=pos), st
+    tree = ProofTree(tuple(ren.get(lab, lab) for lab in cand.tree.labels), cand.tree.exprs, cand.tree.children)
+    return dataclasses.replace(db, statements=stmts, position=pos), st, tree
 
 
 def verify_candidate(db: Database, cand: Candidate) -> str | None:
     """None when the candidate's proof checks, else the error."""
     try:
-        ext, st = with_hypotheses(db, cand, cand.source)
-        check_tree(ext, st, cand.tree)
+        ext, st, tree = with_hypotheses(db, cand, cand.source)
+        check_tree(ext, st, tree)
         return None
     except MMError as err:
         return str(err)
@@ -169,10 +172,10 @@ def new_theorems(db: Database, cands: list):
 
 def _match(db, pat: ProofTree, pvars, tree: ProofTree, pi: int, ti: int, bind: dict) -> bool:
     lab = pat.labels[pi]
-    if lab.startswith("@e"):
+    st = db.statements[lab]
+    if st.kind == "e":
         bind.setdefault(lab, ti)
         return tree.exprs[bind[lab]] == tree.exprs[ti]
-    st = db.statements[lab]
     if st.kind == "f" and st.expr[1] in pvars:
         if tree.exprs[ti][0] != st.expr[0]:
             return False
@@ -220,24 +223,29 @@ def refactor(db: Database, raw: dict, new: list, prefix: str = "rf"):
     for n, cand in enumerate(new):
         label = f"{prefix}{n}"
         last = max((lab for lab in cand.tree.labels if not lab.startswith("@e")), key=db.position.__getitem__)
-        db, st = with_hypotheses(db, cand, last, label)
-        check_tree(db, st, cand.tree)
+        db, st, pat = with_hypotheses(db, cand, last, label)
+        check_tree(db, st, pat)
         dep_end = db.statements[last].end
-        uses, saved, users, where = 0, 0, 0, None
+        uses, saved, users, where, rejected = 0, 0, 0, None, 0
         for p, tree in trees_.items():
             ps = db.statements[p]
             ins = ps.block or ps.line
             if db.position[p] <= db.position[label] or ins <= dep_end:
                 continue
-            new_tree, u = rewrite(db, tree, st, cand.tree)
+            new_tree, u = rewrite(db, tree, st, pat)
             if u:
-                check_tree(db, ps, new_tree)
+                try:
+                    check_tree(db, ps, new_tree)
+                except MMError:            # a match that does not re-verify is not used (counted)
+                    rejected += 1
+                    continue
                 uses += u; users += 1; saved += len(tree) - len(new_tree)
                 trees_[p] = new_tree
                 where = ins if where is None else min(where, ins)
-        added[label] = (where, cand.tree)
+        added[label] = (where, pat)
         report.append(dict(label=label, statement=" ".join(cand.statement), hyps=[" ".join(h) for h in cand.hyps],
-                           proof_steps=len(cand.tree), uses=uses, proofs_using=users, nodes_saved=saved))
+                           proof_steps=len(cand.tree), uses=uses, proofs_using=users, nodes_saved=saved,
+                           rewrites_rejected=rejected))
     return db, trees_, added, report
 
 
@@ -273,12 +281,10 @@ def mm_text(db: Database, added: dict) -> str:
     out = []
     for label, tree in added.items():
         st = db.statements[label]
-        ren = {h: f"{label}.{h[2:]}" for h in st.hyps if h.startswith("@e")}
-        st2 = dataclasses.replace(st, hyps=tuple(ren.get(h, h) for h in st.hyps))
-        tree2 = ProofTree(tuple(ren.get(lab, lab) for lab in tree.labels), tree.exprs, tree.children)
-        body = ["${"] + [f"  {ren[h]} $e {' '.join(db.statements[h].expr)} $." for h in st.hyps if h in ren]
+        body = ["${"] + [f"  {h} $e {' '.join(db.statements[h].expr)} $." for h in st.hyps
+                         if db.statements[h].kind == "e"]
         body += ["  $( Extracted by REFACTOR (headstart). $)",
-                 f"  {label} $p {' '.join(st.expr)} $=", f"    {compress(db, st2, tree2)} $.", "$}"]
+                 f"  {label} $p {' '.join(st.expr)} $=", f"    {compress(db, st, tree)} $.", "$}"]
         out.append("\n".join(body))
     return "\n\n".join(out) + "\n"
 
