@@ -3,16 +3,16 @@
     make metamath                                    # set.mm and the C verifier (Debian packages), once
     python experiments/refactor.py                   # propositional part of set.mm, both splits, CPU defaults
     python experiments/refactor.py --epochs 40 --model.hidden 256 --model.num-layers 10   # the reference's net
-    python experiments/refactor.py --full            # all of set.mm (hours of CPU for expansion alone)
+    python experiments/refactor.py --full            # all of set.mm (parse + verify alone: ~7 min here; expansion
+                                                     # and training at that size not measured)
 
 Steps: (1) set.mm is cut after `xorexmid` like the reference's propositional.mm (envs/metamath/setmm.py) into
 `data/metamath/propositional.mm`; (2) every proof is parsed and verified (times printed); (3) the expansion
 dataset (envs/metamath/expand.py) is built once and cached to `data/metamath/<name>.npz` (validated on load,
 rebuilt with --rebuild); (4) for each split (random; grouped by the inlined theorem = unseen theorems) the
 model trains on the train part and is evaluated on valid and test: node accuracy and proof accuracy (every node
-of a graph right); (5) with --extract, test-set predictions become candidate theorems (experiments/
-`envs/metamath/extract.py`: the trained model predicts on every ORIGINAL proof of the database, as the paper's
-section 4.2; candidates are verified, deduplicated, the proofs refactored and the refactored database written
+of a graph right); (5) with --extract (`envs/metamath/extract.py`) the trained model predicts on every
+ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, the proofs refactored and the refactored database written
 and re-verified by our verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
 per split (`test_predictions_<split>.npz`), `refactored_<split>.mm`.
 
