@@ -30,10 +30,11 @@ linearly onto each actuator's control range (palm x, y, z targets in metres; fin
 Reward: 1 on success else 0. Success: ball centre `lift_height` above its rest height; the episode terminates on
 success and is truncated by `TimeLimit` (added by `envs.make`).
 
-Physics: timestep 4 ms, `frame_skip` 10 (control at 25 Hz), MuJoCo's CG solver with pinned iterations (4,
-line search 8; Newton compiled no faster here: 64 s for a jitted step vs 47 s with CG), pyramidal friction
-cone, condim 3 for finger/ball contacts (friction is what holds the ball), floor-finger and palm collisions disabled (contype/conaffinity) so that only ball contacts are computed. The physics state is the
-whole `mjx.Data` plus the episode's randomized ball parameters.
+Physics: timestep 4 ms, `frame_skip` 10 (control at 25 Hz), MuJoCo's CG solver with pinned iterations (4, line
+search 8; Newton compiled no faster here: 64 s for a jitted step vs 47 s with CG), pyramidal friction cone, condim 3
+for finger/ball contacts (friction is what holds the ball), floor-finger and palm collisions disabled
+(contype/conaffinity) so that only ball contacts are computed. The physics state is the whole `mjx.Data` plus the
+episode's randomized ball parameters.
 """
 
 from __future__ import annotations
