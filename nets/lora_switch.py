@@ -70,6 +70,7 @@ class AdapterConfig:
     alpha: float = 8.0  # scale s = alpha / rank
     top_k: int = 2  # switch: experts per token
     merged: bool = False  # switch: merged path (one matmul per projection) instead of base + adapter matmuls
+    dense_dispatch: bool = False  # unmerged top-k paths: all experts times dense gates instead of gathering k
     layerwise_top_k: int = 0  # moe_lora: 0 mixes every expert; k > 0 keeps each router's top k
 
     def __post_init__(self):
@@ -156,8 +157,16 @@ def _gather_experts(table: jax.Array, indices: jax.Array) -> jax.Array:
     return jnp.take(table, indices, axis=0)
 
 
-def switch_unmerged(x, kernel, bias, lora_a, lora_b, routing: Routing, scale) -> jax.Array:
-    """x W + b + s Σ_j g_j (x A_{e_j}) B_{e_j}: the backbone matmul plus the k chosen adapters, per token."""
+def switch_unmerged(x, kernel, bias, lora_a, lora_b, routing: Routing, scale, dense: bool = False) -> jax.Array:
+    """x W + b + s Σ_j g_j (x A_{e_j}) B_{e_j}: the backbone matmul plus the k chosen adapters, per token.
+
+    dense=False gathers the k chosen experts per token (k·r·(d + o) multiply-adds); dense=True runs all E
+    experts and weights them by the (mostly zero) dense gates: E/k times the adapter FLOPs but no gathers and
+    no scatter-add in the backward pass, the faster way to TRAIN small E on a CPU. Both are the same function.
+    """
+    if dense:
+        low = jnp.einsum("...d,edr->...er", x, lora_a) * dense_gates(routing)[..., None]
+        return x @ kernel + bias + scale * jnp.einsum("...er,ero->...o", low, lora_b)
     a, b = _gather_experts(lora_a, routing.indices), _gather_experts(lora_b, routing.indices)
     low = jnp.einsum("...d,...kdr->...kr", x, a) * routing.gates[..., None]
     return x @ kernel + bias + scale * jnp.einsum("...kr,...kro->...o", low, b)
@@ -199,15 +208,16 @@ class AdaptedDense(nn.Module):
         if cfg.kind == "moe_lora":
             if cfg.layerwise_top_k:
                 local = Router(cfg.num_experts, cfg.layerwise_top_k, name="router")(x)
-                return switch_unmerged(x, kernel, bias, lora_a, lora_b, local, cfg.scale)
+                return switch_unmerged(x, kernel, bias, lora_a, lora_b, local, cfg.scale, cfg.dense_dispatch)
             gates = jax.nn.softmax(nn.Dense(cfg.num_experts, use_bias=False, name="router")(x), axis=-1)
             low = jnp.einsum("...d,edr->...er", x, lora_a) * gates[..., None]
             return x @ kernel + bias + cfg.scale * jnp.einsum("...er,ero->...o", low, lora_b)
         if routing is None:
             raise ValueError("AdaptedDense(kind='switch') needs the first layer's Routing (indices, gates); the "
                              "transformer computes it once with Router and passes it to every projection.")
-        path = switch_merged if cfg.merged else switch_unmerged
-        return path(x, kernel, bias, lora_a, lora_b, routing, cfg.scale)
+        if cfg.merged:
+            return switch_merged(x, kernel, bias, lora_a, lora_b, routing, cfg.scale)
+        return switch_unmerged(x, kernel, bias, lora_a, lora_b, routing, cfg.scale, cfg.dense_dispatch)
 
 
 def is_adapter_path(path: tuple[str, ...]) -> bool:
