@@ -83,6 +83,9 @@ class HParams(sac.HParams):
     target_action_gap: float = 0.8
     lagrange_lr: float = 3e-4
 
+    RANGES = {"cql_alpha": "[0, inf)", "cql_temperature": "(0, inf)", "target_action_gap": "(-inf, inf)",
+              "lagrange_lr": "[0, inf)"}  # valid values (experiments/runner.py checks them); SAC's are inherited
+
 
 @struct.dataclass
 class Carry:

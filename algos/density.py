@@ -69,6 +69,8 @@ class HParams:
     weight_decay: float = 0.0
     """Decoupled weight decay on the MADE's weights."""
 
+    RANGES = {"lr": "[0, inf)", "smoothing": "(0, inf)", "weight_decay": "[0, inf)"}  # checked by the runner
+
 
 class Carry(NamedTuple):
     params: Any

@@ -143,6 +143,8 @@ class HParams(sac.HParams):
     min_reward: float = 0.0  # r_min of the "min" label (before sac's reward_bias)
     labeler_lr: float = 3e-4  # reward model, termination classifier and RND predictor
 
+    RANGES = {"rnd_coef": "[0, inf)", "min_reward": "(-inf, inf)", "labeler_lr": "[0, inf)"}  # SAC's are inherited
+
 
 @struct.dataclass
 class Labeler:

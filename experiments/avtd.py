@@ -32,18 +32,16 @@ the relative margin `--hp.switch-margin` (0.1). `--hp.normalize-td 0 --hp.switch
 decay is decoupled (a kernel shrinks by the fraction lr * wd per step: 1e-4 at lr 1e-3), so 1e-4 would be a no-op.
 
 UTD (critic gradient steps per collected transition) = agent.updates_per_step / agent.num_envs. Presets
-(`--preset NAME` is shorthand for the flags listed; flags given after it on the command line win):
+(`--preset NAME` is shorthand for flags, listed at the end of --help; flags you give override them):
   cpu       (default) (64, 64) nets, batch 128, 4 envs x 25 steps per chunk, 4 critic steps per vectorised
             step: UTD 1; 10k steps. Cheap, but a weak test of the paper's idea: at UTD 1 (benchmarks/RESULTS.md,
             inverted_pendulum) training and validation TD errors of the unregularised and weight-decay agents
             stay together, i.e. there is little overfitting for the regularisers to cure.
   high-utd  the CPU-sized nets and batch, 1 env x 100 steps per chunk, 8 critic steps per env step: UTD 8, the
             regime where the paper finds overfitting (validation TD >> training TD) matters; 8x the update cost
-            of `cpu` per transition. --agent.num-envs 1 --agent.chunk-steps 100 --agent.updates-per-step 8
-  paper     GPU scale: --env hopper --agent.hidden-sizes 256 256 --agent.batch-size 256 --agent.num-envs 1
-            --agent.chunk-steps 1000 --agent.updates-per-step 20 --agent.buffer-capacity 1000000
-            --agent.start-steps 5000 --agent.eval-episodes 10 --validation-capacity 100000
-            --selection-period 10000 --total-steps 1000000 --eval-every 10 --num-seeds 5
+            of `cpu` per transition.
+  paper     GPU scale: hopper, 256 x 2 networks, batch 256, one env, 20 critic steps per env step, 1M steps,
+            5 seeds
             (UTD 20, DroQ/REDQ's high UTD; 1M steps; 256-unit nets as in the paper's SAC).
 """
 
@@ -71,7 +69,8 @@ CPU_AGENT = sac.Config(num_envs=4, chunk_steps=25, batch_size=128, start_steps=1
 # Env options used when --env-options is not given: random goals make the dense point maze an honest test (the
 # fixed U-maze task with a dense reward has a deceptive local optimum; see tests/test_sac.py).
 ENV_DEFAULTS = {"pointmaze": ("reward_type=dense", "task=random")}
-# --preset NAME expands to these flags, placed before the user's own (the last occurrence of a flag wins).
+# --preset NAME expands to these flags, placed before the user's own (the last occurrence of a flag wins); the
+# runner lists them at the end of --help.
 PRESETS = {
     "cpu": [],
     "high-utd": ["--agent.num-envs", "1", "--agent.chunk-steps", "100", "--agent.updates-per-step", "8"],
@@ -212,15 +211,7 @@ def member_settings(settings: list[dict], num_agents: int, compare: bool, raw_ba
 
 def expand_preset(argv: list[str]) -> list[str]:
     """argv with the flags of its --preset (the last one given) placed in front, so that later flags win."""
-    name = "cpu"
-    for i, arg in enumerate(argv):
-        if arg == "--preset" and i + 1 < len(argv):
-            name = argv[i + 1]
-        elif arg.startswith("--preset="):
-            name = arg.split("=", 1)[1]
-    if name not in PRESETS:
-        raise runner.UserError(f"--preset {name!r}: choose one of {', '.join(PRESETS)}.")
-    return PRESETS[name] + list(argv)
+    return runner.expand_preset(argv, PRESETS)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -360,8 +351,7 @@ def table_markdown(config: dict, names: list[str], groups: dict[str, list[int]],
 
 @runner.exits_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    argv = expand_preset(sys.argv[1:] if argv is None else list(argv))
-    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__)
+    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__, presets=PRESETS)
     if args.plot_only:
         root = Path(args.plot_only)
         if not (root / "config.json").exists():

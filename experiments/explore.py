@@ -29,9 +29,8 @@ num_min_qs=1), batch 128, 4 critic steps per vectorised step (UTD 0.5 per transi
 RND of the reference's size (3 x 256, 256 features, mean), reward model 3 x 128, no entropy term in the critic's
 backup and an initial temperature of 0.1 (with alpha = 1 the entropy bonus, ~1.4 per step, swamps a sparse
 reward and the RND bonus for the first tens of thousands of steps).
-Paper scale (GPU; the reference: UTD 20, 20 reward-model steps per env step): --agent.num-envs 1
---agent.updates-per-step 20 --agent.num-critics 10 --agent.hidden-sizes 256 256 256 --agent.batch-size 256
---labeler-hidden-sizes 256 256 256 --agent.start-steps 5000 --hp.init-temperature 1 --total-steps 300000.
+`--preset paper` is the reference's scale (GPU; UTD 20, 20 reward-model steps per env step, 10 critics of 256 x 3,
+300k steps); its flags are listed at the end of --help.
 """
 
 from __future__ import annotations
@@ -63,12 +62,24 @@ METHODS = {  # method -> (prior_label, online_bonus, uses prior data)
 CPU_AGENT = sac.Config(num_envs=8, chunk_steps=50, batch_size=128, hidden_sizes=(128, 128), num_critics=4,
                        num_target_critics=1, critic_layernorm=True, updates_per_step=4, start_steps=2000,
                        buffer_capacity=200_000, eval_episodes=8, backup_entropy=False)
+# --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
+PRESETS = {
+    "cpu": runner.Preset((), "the CPU-sized defaults described above."),
+    "paper": runner.Preset(
+        ("--agent.num-envs", "1", "--agent.chunk-steps", "1000", "--agent.updates-per-step", "20",
+         "--agent.num-critics", "10", "--agent.hidden-sizes", "256", "256", "256", "--agent.batch-size", "256",
+         "--labeler-hidden-sizes", "256", "256", "256", "--agent.start-steps", "5000", "--hp.init-temperature", "1",
+         "--total-steps", "300000"),
+        "the reference's scale (GPU): one env, UTD 20 and 20 reward-model steps per env step, 300k steps."),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     """ExPLORe and its baselines: reward-free prior data labelled optimistically, trained RLPD-style."""
 
+    preset: Literal["cpu", "paper"] = "cpu"
+    """Named set of flags (listed at the end of --help) placed before yours: cpu (the defaults), paper."""
     env: str = "pointmaze-large-jax"
     """Environment (a point maze generates its own prior data; see envs.registered())."""
     env_options: tuple[str, ...] = ()
@@ -126,4 +137,4 @@ def build(args: Args) -> runner.Trainer:
 
 
 if __name__ == "__main__":
-    runner.main("explore", Args, build, description=__doc__)
+    runner.main("explore", Args, build, description=__doc__, presets=PRESETS)

@@ -24,9 +24,9 @@ The context (goal or target speed) is part of the observation. Evaluation is ALW
 
 CPU-sized defaults: 8 envs, (128, 128) networks, batch 128, one update per vectorised step (UTD 1/8), no entropy
 term in the critic target, initial temperature 0.1, 250k steps per member (~45-70 s per member and 100k steps on a
-2-core CPU). Paper-scale (GPU) settings: --agent.hidden-sizes 256 256 --agent.batch-size 256 --agent.num-envs 1
---total-steps 1000000 (one update per transition, as SAC is usually run), --num-seeds 5 and
---sweep.beta 0,0.1,0.2,0.5,0.75,0.9.
+2-core CPU). `--preset paper` is GPU scale: 256 x 2 networks, batch 256, one env (one update per transition, as
+SAC is usually run), 1M steps, 5 seeds of beta in {0, 0.1, 0.2, 0.5, 0.75, 0.9}; its flags are listed at the end
+of --help.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,6 +50,15 @@ from experiments import runner  # noqa: E402
 
 CPU_AGENT = rollin.Config(num_envs=8, chunk_steps=50, hidden_sizes=(128, 128), batch_size=128,
                           buffer_capacity=200_000, start_steps=2000, backup_entropy=False, eval_episodes=16)
+# --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
+PRESETS = {
+    "cpu": runner.Preset((), "the CPU-sized defaults described above."),
+    "paper": runner.Preset(
+        ("--agent.hidden-sizes", "256", "256", "--agent.batch-size", "256", "--agent.num-envs", "1",
+         "--agent.chunk-steps", "1000", "--total-steps", "1000000", "--num-seeds", "5",
+         "--sweep.beta", "0,0.1,0.2,0.5,0.75,0.9"),
+        "GPU scale: one env (one update per transition), 1M steps, 5 seeds x 6 values of beta."),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Args:
     """ROLLIN: a curriculum of K tasks; each episode of task k starts, with probability beta, by rolling in the
     policy of task k-1 for h ~ Geometric(1 - gamma) steps. beta = 0 is the plain curriculum, K = 1 no curriculum."""
 
+    preset: Literal["cpu", "paper"] = "cpu"
+    """Named set of flags (listed at the end of --help) placed before yours: cpu (the defaults), paper."""
     env: str = "pointmaze-large-jax"
     """pointmaze-{umaze,medium,large}[-jax] (goal curriculum) or halfcheetah / hopper (target-velocity curriculum)."""
     env_options: tuple[str, ...] = ()
@@ -212,7 +223,7 @@ def table(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    return runner.main("rollin", Args, build, argv=argv, description=__doc__)
+    return runner.main("rollin", Args, build, argv=argv, description=__doc__, presets=PRESETS)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
     python experiments/sac.py --env pointmaze-umaze-jax --env-options reward_type=dense --total-steps 50000
     python experiments/sac.py --sweep.actor-lr 1e-4,3e-4,1e-3 --num-seeds 4      # 12 runs, ONE compiled program
-    python experiments/sac.py --agent.num-critics 10 --agent.num-target-critics 2 \\
-        --agent.critic-layernorm --agent.updates-per-step 20                      # RLPD's configuration
+    python experiments/sac.py --preset paper                                     # RLPD's agent, GPU scale
     python experiments/sac.py --resume runs/sac-...                               # continue a killed run
 
 Static settings (`--agent.*`, `--env`, budgets) change the compiled program; `--hp.*` are sweepable
@@ -17,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -28,10 +27,26 @@ from algos import sac  # noqa: E402
 from experiments import runner  # noqa: E402
 
 
+# --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
+PRESETS = {
+    "cpu": runner.Preset((), "the defaults: plain SAC, 16 envs x 50 steps per chunk, one critic step per vectorised "
+                             "step."),
+    "paper": runner.Preset(
+        ("--agent.num-envs", "1", "--agent.chunk-steps", "1000", "--agent.num-critics", "10",
+         "--agent.num-target-critics", "2", "--agent.critic-layernorm", "--agent.updates-per-step", "20",
+         "--agent.buffer-capacity", "1000000", "--agent.start-steps", "5000", "--total-steps", "1000000",
+         "--eval-every", "10"),
+        "RLPD's agent (Ball et al. 2023), GPU scale: one env, UTD 20, 10 LayerNorm critics with the target a min "
+        "over 2 random ones, 1M steps."),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Args:
     """SAC / RLPD online training. Every flag below is documented; --sweep.<hparam> takes comma-separated values."""
 
+    preset: Literal["cpu", "paper"] = "cpu"
+    """Named set of flags (listed at the end of --help) placed before yours: cpu (the defaults), paper."""
     env: str = "pointmaze-umaze-jax"
     """Environment name: one of envs.registered() (pointmaze-{umaze,medium,large}[-jax], ant, halfcheetah, ...)."""
     env_options: tuple[str, ...] = ()
@@ -51,4 +66,4 @@ def build(args: Args) -> runner.Trainer:
 
 
 if __name__ == "__main__":
-    runner.main("sac", Args, build, description=__doc__)
+    runner.main("sac", Args, build, description=__doc__, presets=PRESETS)

@@ -24,9 +24,9 @@ The prior data is the point maze's generated "diverse" dataset without its rewar
 experiments/explore.py). `--total-steps` counts low-level env steps. CPU-sized defaults: VAE of 128x128 trained
 for 6k steps; high-level agent of 4 LayerNorm critics of 128x128 (target: one random critic), 8 envs, batch 128,
 4 critic steps per vectorised high-level step, initial temperature 0.05 (the reference's), no entropy backup.
-Paper scale (GPU; the reference runs 4 x 20 critic steps per skill): --skills.hidden-sizes 256 256
---skill-steps 100000 --agent.num-envs 1 --agent.updates-per-step 80 --agent.num-critics 10 --agent.hidden-sizes
-256 256 256 --agent.batch-size 256 --labeler-hidden-sizes 256 256 256 --total-steps 300000.
+`--preset paper` is the reference's scale (GPU; 4 x 20 critic steps per skill, 100k VAE steps, 300k env steps);
+its flags are listed at the end of --help. Extending a run (`--resume DIR --total-steps N`) extends the ONLINE
+phase: the skills are trained and kept.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -51,12 +51,24 @@ from experiments import runner  # noqa: E402
 CPU_AGENT = sac.Config(num_envs=8, chunk_steps=25, batch_size=128, hidden_sizes=(128, 128), num_critics=4,
                        num_target_critics=1, critic_layernorm=True, updates_per_step=4, start_steps=500,
                        buffer_capacity=100_000, eval_episodes=8, backup_entropy=False)
+# --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
+PRESETS = {
+    "cpu": runner.Preset((), "the CPU-sized defaults described above."),
+    "paper": runner.Preset(
+        ("--skills.hidden-sizes", "256", "256", "--skill-steps", "100000", "--agent.num-envs", "1",
+         "--agent.chunk-steps", "250", "--agent.updates-per-step", "80", "--agent.num-critics", "10",
+         "--agent.hidden-sizes", "256", "256", "256", "--agent.batch-size", "256", "--labeler-hidden-sizes", "256",
+         "256", "256", "--total-steps", "300000"),
+        "the reference's scale (GPU): one env, 80 critic steps per skill, a 256 x 2 VAE, 300k low-level steps."),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     """SUPE: a skill VAE on reward-free prior data, then online high-level RL with optimistic relabelling."""
 
+    preset: Literal["cpu", "paper"] = "cpu"
+    """Named set of flags (listed at the end of --help) placed before yours: cpu (the defaults), paper."""
     env: str = "pointmaze-large-jax"
     """Environment (a point maze generates its own prior data; see envs.registered())."""
     env_options: tuple[str, ...] = ()
@@ -121,7 +133,7 @@ def train_skills(args: Args, env: envs.Env, segs: dict, root: Path):
     trainer = runner.Trainer(*supe.make_vae_pretrain(args.skills, env.observation_size, env.action_size),
                              steps_per_chunk=args.skills.updates_per_chunk,
                              shared={k: jnp.asarray(segs[k]) for k in ("obs", "action")})
-    population = runner.make_population(args.skill_hp, [{}], args.run.seed, 1)
+    population = runner.make_population(args.skill_hp, [{}], args.run.seed, 1, flag="--skill-hp")
     if args.skills_from:
         directory = Path(args.skills_from) / "skills" / "checkpoints"
         _, carry = runner.restore_checkpoint(directory, runner.Runner(trainer, population).abstract_carry())
@@ -135,7 +147,7 @@ def train_skills(args: Args, env: envs.Env, segs: dict, root: Path):
 
 @runner.exits_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__)
+    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__, presets=PRESETS)
     try:
         env = envs.make(args.env, **maze_data.exploration_task(args.env, runner.parse_env_options(args.env_options)))
         cfg = args.config()
@@ -143,8 +155,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise runner.UserError(str(e)) from None
     steps_per_chunk = cfg.explore.agent.num_envs * cfg.explore.agent.chunk_steps * cfg.skills.horizon
     online_chunks = runner.num_chunks_for(args.run, steps_per_chunk)
+    population = runner.make_population(args.hp, settings, args.run.seed, args.run.num_seeds)  # checks the values
+    runner.check_hparams(args.skill_hp, {"member": 0, "seed": args.run.seed}, {}, "--skill-hp")
     segs = load_segments(args, env)
-    population = runner.make_population(args.hp, settings, args.run.seed, args.run.num_seeds)
     root = runner.open_run("supe", args, sweep, population, resuming)
 
     vae_params = train_skills(args, env, segs, root)

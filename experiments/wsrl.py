@@ -13,8 +13,10 @@ antmaze-"diverse"-like; see envs/maze_data.py) and cached under data/; other env
 .npz with D4RL keys). Outputs: <run>/pretrain/ and <run>/online/, each with metrics.jsonl, eval.jsonl, tb/,
 checkpoints/ and curves.png. The online metrics' `q_mean` shows the Q-values around the switch to online.
 
-Paper-scale settings (GPU): --pretrain-steps 1000000 --agent.batch-size 1024 --agent.hidden-sizes 256 256 256 256
---cql.num-cql-actions 10 --total-steps 1000000 with the large maze and a 1M-transition dataset.
+`--preset paper` (GPU scale; its flags are listed at the end of --help): the reference's agent (algos/wsrl.py's
+PAPER_AGENT: 10 LayerNorm critics, one env, 4 critic steps of 256 per transition) with 4 x 256 networks, 1M
+Cal-QL steps on a 1M-transition dataset of the large maze, a 5000-transition warmup and 1M online steps.
+Extending a run (`--resume DIR --total-steps N`) extends the ONLINE phase: pretraining is finished and kept.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,12 +46,26 @@ CPU_AGENT = dataclasses.replace(wsrl.PAPER_AGENT, num_critics=4, hidden_sizes=(1
                                 num_envs=4, chunk_steps=50, buffer_capacity=200_000, updates_per_step=4,
                                 eval_episodes=16)
 
+# --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
+PRESETS = {
+    "cpu": runner.Preset((), "the CPU-sized defaults shown below (`--demo` is smaller still)."),
+    "paper": runner.Preset(
+        tuple(runner.config_flags("agent", dataclasses.replace(wsrl.PAPER_AGENT, hidden_sizes=(256,) * 4,
+                                                               buffer_capacity=1_000_000, chunk_steps=1000),
+                                  CPU_AGENT))
+        + ("--cql.num-cql-actions", "10", "--env", "pointmaze-large-jax", "--dataset-size", "1000000",
+           "--pretrain-steps", "1000000", "--warmup-steps", "5000", "--total-steps", "1000000", "--eval-every", "10"),
+        "the reference's WSRL at GPU scale: PAPER_AGENT with 4 x 256 networks, 1M Cal-QL steps, 1M online steps."),
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     """WSRL: offline Cal-QL pretraining, a warmup of pretrained-policy rollouts, then online SAC with no offline
     data. --warmup-steps 0, --retain-offline and --from-scratch give the paper's comparisons."""
 
+    preset: Literal["cpu", "paper"] = "cpu"
+    """Named set of flags (listed at the end of --help) placed before yours: cpu (the defaults), paper."""
     env: str = "pointmaze-medium-jax"
     """Environment name (see envs.registered())."""
     env_options: tuple[str, ...] = ()
@@ -116,17 +132,21 @@ def load_offline_data(args: Args, env: envs.Env, discount: float) -> dict:
     return jax.tree.map(jnp.asarray, wsrl.offline_transitions(data, discount))
 
 
-def restore_pretrained(directory: str, trainer: runner.Trainer, population: runner.Population):
+def restore_pretrained(directory: str, trainer: runner.Trainer, population: runner.Population,
+                       health: runner.Health | None = None):
+    """The final pretraining carry of an earlier run; `health` gets that run's diverged members."""
     path = Path(directory) / "pretrain" / "checkpoints"
     r = runner.Runner(trainer, population)
     step, carry = runner.restore_checkpoint(path, r.abstract_carry())
+    if health is not None:
+        vars(health).update(vars(runner.restore_health(path, step, population.size)))
     print(f"Using the pretraining of {directory} (chunk {step}).", file=sys.stderr)
     return carry
 
 
 @runner.exits_on_user_error
 def main(argv: list[str] | None = None) -> Path:
-    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__)
+    args, sweep, settings, resuming = runner.parse_args(Args, argv, __doc__, presets=PRESETS)
     if args.demo and not resuming:
         args = demo_args(args)
     if any("discount" in s for s in settings):
@@ -146,15 +166,16 @@ def main(argv: list[str] | None = None) -> Path:
     root = runner.open_run("wsrl", args, sweep, population, resuming)
 
     pretrained = None
+    health = runner.Health.healthy(population.size)  # a member that diverges in pretraining stays frozen online
     if not cfg.from_scratch:
         pre_trainer = runner.Trainer(*pretrain, steps_per_chunk=cfg.cql.updates_per_chunk, shared=data)
         if args.pretrained:
-            pretrained = restore_pretrained(args.pretrained, pre_trainer, population)
+            pretrained = restore_pretrained(args.pretrained, pre_trainer, population, health)
         else:
             pre_run = dataclasses.replace(args.run, total_steps=args.pretrain_steps)
             pre_chunks = runner.num_chunks_for(pre_run, cfg.cql.updates_per_chunk)
             pretrained = runner.run_phase("pretrain", pre_trainer, population, root / "pretrain", pre_run,
-                                          pre_chunks)
+                                          pre_chunks, health=health)
 
     prior = {k: data[k] for k in wsrl.ONLINE_KEYS} if cfg.retain_offline else None
     online_trainer = runner.Trainer(*online, steps_per_chunk=cfg.agent.num_envs * cfg.agent.chunk_steps,
@@ -162,7 +183,8 @@ def main(argv: list[str] | None = None) -> Path:
     initial = None
     if pretrained is not None:
         initial = lambda r: jax.jit(jax.vmap(handoff))(r.init_carry(), pretrained)
-    runner.run_phase("online", online_trainer, population, root / "online", args.run, online_chunks, initial)
+    runner.run_phase("online", online_trainer, population, root / "online", args.run, online_chunks, initial,
+                     health=health)
     print(summary(root, args, cfg), file=sys.stderr)
     return root
 
@@ -172,11 +194,13 @@ def summary(root: Path, args: Args, cfg: wsrl.Config) -> str:
 
     "Before" is the pretrained policy (the pretraining phase's final evaluation, or the first online evaluation
     when pretraining was reused or skipped); "after" is the mean of the last three online evaluations, so one
-    unlucky evaluation neither makes nor breaks the verdict."""
+    unlucky evaluation neither makes nor breaks the verdict. Members that diverged are left out."""
     _, online = runner.read_metric(root / "online" / "eval.jsonl", "eval_success")
     pre_path = root / "pretrain" / "eval.jsonl"
     before = runner.read_metric(pre_path, "eval_success")[1][:, -1] if pre_path.exists() else online[:, 0]
-    after = np.nanmean(online[:, -3:], axis=1)
+    dead = set(runner.diverged_members(root / "online" / "eval.jsonl")) | set(runner.diverged_members(pre_path))
+    keep = [i for i in range(len(online)) if i not in dead]
+    before, after = before[keep], np.nanmean(online[keep][:, -3:], axis=1)
     method = ("from scratch (no pretraining)" if cfg.from_scratch else
               f"Cal-QL pretraining ({args.pretrain_steps} steps)" if not args.pretrained else
               f"the pretraining of {args.pretrained}")
@@ -188,6 +212,8 @@ def summary(root: Path, args: Args, cfg: wsrl.Config) -> str:
              f"{len(after)} seed(s)): {np.mean(before):.0%} before fine-tuning, {np.mean(after):.0%} after "
              f"(mean of the last 3 evaluations).",
              f"Curves: {root / 'online' / 'curves.png'}"]
+    if dead:
+        lines.insert(2, f"{len(dead)} member(s) diverged and are left out: {sorted(dead)} (listed above).")
     if np.mean(after) >= np.mean(before) + 0.25:
         lines.append("WSRL is working: fine-tuning without the offline data improved the pretrained policy."
                      if not (cfg.retain_offline or cfg.from_scratch) else

@@ -252,10 +252,13 @@ def _toy_trainer(diverge_at: int) -> runner.Trainer:
     return runner.Trainer(init_carry, train_chunk, evaluate, steps_per_chunk=10)
 
 
-def test_divergence_names_the_member_and_nothing_is_checkpointed_after_it(tmp_path):
+def test_stop_on_divergence_names_the_member_and_nothing_is_checkpointed_after_it(tmp_path):
+    """--stop-on-divergence: the old behaviour, the first divergence stops the run (tests/test_sweeps.py has the
+    default, divergence isolation)."""
     from algos import sac
     pop = runner.make_population(sac.HParams(), [{"actor_lr": 0.1}, {"actor_lr": 1.0}], seed=0, num_seeds=1)
-    run = runner.RunConfig(eval_every=1, checkpoint_every=1, tensorboard=False, progress=False)
+    run = runner.RunConfig(eval_every=1, checkpoint_every=1, tensorboard=False, progress=False,
+                           stop_on_divergence=True)
     with pytest.raises(runner.UserError, match=r"diverged: metric 'loss' is not finite at chunk 3") as e:
         runner.run_phase("toy", _toy_trainer(diverge_at=3), pop, tmp_path, run, num_chunks=5)
     message = str(e.value)
