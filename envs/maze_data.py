@@ -44,6 +44,12 @@ targets bootstrap through it; Monte-Carlo returns treat its unseen tail as descr
 Generation is one jitted `lax.scan` over time of a `vmap` over `num_envs` independent streams, in chunks of
 `chunk_steps` steps (for a progress bar). Transitions are laid out stream by stream, so each episode is contiguous.
 The output depends on `seed` and `num_envs` (the number of streams), not on `chunk_steps`.
+
+Demonstrations
+--------------
+`goal_demonstrations` is the other kind of maze data: expert episodes OF the evaluation task (start at `S`, drive
+to `G`, end there), for behaviour cloning. The same controller follows one of the shortest routes to `G`, chosen
+where routes tie (`shortest_moves`) per episode or per step, so the demonstrated actions are multimodal at forks.
 """
 
 from __future__ import annotations
@@ -356,3 +362,118 @@ def load_reward_free(env_name: str, env: Env, num_transitions: int, path: str = 
     data.pop("rewards")
     data["terminals"] = data["terminals"] | data["timeouts"]
     return data
+
+
+# ---- goal-reaching demonstrations with several routes (behaviour cloning) -----------------------------------------
+TIE_BREAKS = ("episode", "step", "first")
+
+
+def shortest_moves(spec: MazeSpec, goal_cell) -> np.ndarray:
+    """(R, C, 4) bool: move k of `_MOVES` (up, down, left, right in (row, col)) from free cell (r, c) is the first
+    step of SOME shortest path to `goal_cell`. Cells with two or more True moves are the ties of the BFS: there,
+    several routes to the goal are equally short. All False at the goal cell, at walls and at cut-off cells."""
+    walls = spec.wall_grid
+    rows, cols = walls.shape
+    _, dist = shortest_paths(spec)
+    d = dist[:, :, int(goal_cell[0]), int(goal_cell[1])]
+    moves = np.zeros((rows, cols, 4), bool)
+    for r, c in spec.free_cells:
+        for k, (dr, dc) in enumerate(_MOVES):
+            nr, nc = r + dr, c + dc
+            if d[r, c] > 0 and 0 <= nr < rows and 0 <= nc < cols and d[nr, nc] == d[r, c] - 1:
+                moves[r, c, k] = True
+    moves.flags.writeable = False
+    return moves
+
+
+def goal_demonstrations(layout: str, num_episodes: int, *, seed: int = 0, action_noise: float = 0.2,
+                        tie_break: str = "episode", random_start: bool = False, max_steps: int | None = None,
+                        kp: float = 10.0, kd: float = 1.0, successful_only: bool = True) -> dict[str, np.ndarray]:
+    """Demonstrations of the EVALUATION task of `layout` (start at `S`, goal `G`): a shortest-path waypoint
+    controller drives to `G` along one of the shortest routes, so that the demonstrated actions are multimodal
+    wherever two routes to `G` are equally short.
+
+    The demonstrator is `waypoint_action`'s PD law toward the centre of the next cell, with the next cell chosen
+    among the equally short first moves (`shortest_moves`) by `tie_break`:
+
+    - "episode": every episode draws its own random priority for each (cell, move) pair and takes, in each cell,
+      the highest-priority shortest move. So an episode follows ONE shortest route consistently (a cell visited
+      twice gets the same choice), and at every tie cell the episodes split evenly among its shortest moves: the
+      data is multimodal there (e.g. left or right around a block whose far side holds `G`, where the average
+      action pushes into the block).
+    - "step": a fresh random choice among the shortest moves at every step: the demonstrator dithers in a tie
+      cell until it leaves it, and the actions are multimodal in EVERY state of the cell, independently of the
+      state (with "episode" the route is a function of the episode, and the modes separate in position and
+      velocity one step after the fork).
+    - "first": the fixed order of `_MOVES`, one route per start, as `waypoint_action` does (unimodal up to noise).
+
+    `action_noise * N(0, I)` is added before clipping to [-1, 1]^2; the stored action is the clipped one (what the
+    simulator applied). Episodes start at `S` with the env's start jitter (`random_start`: any free cell, task
+    "random_start") and end at the first success (`terminals`) or after `max_steps` (default: the env's episode
+    length; `timeouts`). One jitted `lax.scan` over steps of a `vmap` over episodes (seconds for thousands).
+
+    Returns D4RL-style transitions (observations, actions, rewards, next_observations, terminals, timeouts), the
+    episodes contiguous, plus `episode_ids` (int32, which episode each transition came from). With
+    `successful_only` (default) episodes that time out are dropped; a ValueError if none is left.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"tie_break={tie_break!r}: expected one of {TIE_BREAKS}.")
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes={num_episodes}: need at least one episode.")
+    env = envs.make("pointmaze-jax", layout=layout, task="random_start" if random_start else "fixed",
+                    max_steps=max_steps)
+    base, spec = env.unwrapped, env.unwrapped.spec
+    goal_cell = base.goal_cell_rc
+    data = _demonstrations(env, spec, goal_cell, num_episodes, seed, float(action_noise), tie_break, float(kp),
+                           float(kd))
+    data = {k: np.asarray(v) for k, v in jax.device_get(data).items()}
+    alive = data.pop("alive")  # (episodes, steps)
+    success = data["terminals"].any(1)
+    keep = success if successful_only else np.ones_like(success)
+    if not keep.any():
+        raise ValueError(f"goal_demonstrations: none of the {num_episodes} demonstrations reached the goal within "
+                         f"{env.max_steps} steps (action_noise={action_noise}); lower the noise or raise max_steps.")
+    mask = alive & keep[:, None]
+    out = {k: v[mask] for k, v in data.items()}
+    out["episode_ids"] = np.broadcast_to(np.arange(num_episodes, dtype=np.int32)[:, None], mask.shape)[mask]
+    for k in ("observations", "actions", "rewards", "next_observations"):
+        out[k] = out[k].astype(np.float32, copy=False)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 6))
+def _demonstrations(env: Env, spec: MazeSpec, goal_cell, num_episodes, seed, action_noise, tie_break, kp, kd):
+    moves = jnp.asarray(shortest_moves(spec, goal_cell))
+    deltas = jnp.asarray(_MOVES, jnp.int32)
+    goal = jnp.asarray(goal_cell, jnp.int32)
+    shape = spec.wall_grid.shape + (4,)
+
+    def episode(key):
+        k_reset, k_prio, k_run = jax.random.split(key, 3)
+        priority = (jax.random.uniform(k_prio, shape) if tie_break == "episode"
+                    else jnp.broadcast_to(-jnp.arange(4, dtype=jnp.float32), shape))
+
+        def step(carry, key):
+            state, alive = carry
+            k_noise, k_prio = jax.random.split(key)
+            pos, vel = state.obs[:2], state.obs[2:4]
+            row, col = _cell_of(spec, pos)
+            here = jax.random.uniform(k_prio, (4,)) if tie_break == "step" else priority[row, col]
+            k = jnp.argmax(jnp.where(moves[row, col], here, -jnp.inf))
+            at_goal = (row == goal[0]) & (col == goal[1])
+            target = _center(spec, jnp.where(at_goal, goal, jnp.stack([row, col]) + deltas[k]))
+            action = jnp.clip(kp * (target - pos) - kd * vel, -1.0, 1.0)
+            action = jnp.clip(action + action_noise * jax.random.normal(k_noise, (2,)), -1.0, 1.0)
+            nxt = env.step(state, action)
+            transition = {"observations": state.obs, "actions": action, "rewards": nxt.reward,
+                          "next_observations": nxt.obs, "terminals": nxt.terminated, "timeouts": nxt.truncated,
+                          "alive": alive}
+            # after the end the episode is frozen (and masked out): no auto-reset inside a demonstration
+            state = jax.tree.map(lambda a, b: jnp.where(alive, a, b), nxt, state)
+            return (state, alive & ~nxt.done), transition
+
+        _, transitions = jax.lax.scan(step, (env.reset(k_reset), jnp.ones((), bool)),
+                                      jax.random.split(k_run, env.max_steps))
+        return transitions
+
+    return jax.vmap(episode)(jax.random.split(jax.random.key(seed), num_episodes))
