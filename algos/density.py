@@ -77,6 +77,7 @@ class Carry(NamedTuple):
     opt_state: Any
     rng: jax.Array
     num_updates: jax.Array
+    test_nll: jax.Array  # hard test NLL per dimension at the end of the last chunk (NaN before the first)
 
 
 adam = optax.scale_by_adam()
@@ -127,24 +128,32 @@ def mean_log_prob(params, model, cfg: Config, x, c, lo, hi, sigma=None) -> jax.A
     return jnp.mean(jnp.sum(logp, axis=-1))
 
 
-def make_train(cfg: Config, data: dict, test_rows: int = 4096):
-    """`init_carry(key, hp)`, `train_chunk(carry, hp, data)`, `evaluate(carry, key, hp)` for `runner.Trainer`.
+def shared_arrays(data: dict, test_rows: int = 4096) -> dict:
+    """The device arrays a density `Trainer` shares across the population: training rows, the first `test_rows`
+    test rows and the bounds."""
+    return {"x": jnp.asarray(data["x"]), "c": jnp.asarray(data["c"]), "lo": jnp.asarray(data["lo"]),
+            "hi": jnp.asarray(data["hi"]), "x_test": jnp.asarray(data["x_test"][:test_rows]),
+            "c_test": jnp.asarray(data["c_test"][:test_rows])}
 
-    `data` is `prepare`'s dict, passed as the Trainer's `shared` argument; evaluation closes over its first
-    `test_rows` test rows (constants of the compiled program) and reports the hard test NLL per dimension.
+
+def make_train(cfg: Config, data: dict):
+    """`init_carry(key, hp)`, `train_chunk(carry, hp, shared)`, `evaluate(carry, key, hp)` for `runner.Trainer`.
+
+    `data` is `prepare`'s dict (for shapes); `shared` is `shared_arrays(data)`, the Trainer's `shared` argument.
+    The hard test NLL per dimension is computed at the end of every chunk from the shared test rows and kept in
+    the carry, which `evaluate` reports: evaluation has no `shared` argument, and test rows captured in its
+    closure would be constants of the compiled program (XLA then spends tens of seconds constant-folding them).
     """
     if cfg.family not in ar.FAMILIES:
         raise ValueError(f"family={cfg.family!r}: expected one of {ar.FAMILIES}.")
     num_dims = data["x"].shape[1]
     model = make_model(cfg, num_dims)
-    lo, hi = jnp.asarray(data["lo"]), jnp.asarray(data["hi"])
-    x_eval, c_eval = jnp.asarray(data["x_test"][:test_rows]), jnp.asarray(data["c_test"][:test_rows])
 
     def init_carry(key: jax.Array, hp: HParams) -> Carry:
         k_init, k_rng = jax.random.split(key)
         params = model.init(k_init, jnp.zeros((1, num_dims)),
                             jnp.zeros((1, data["c"].shape[1])) if data["c"].shape[1] else None)
-        return Carry(params, adam.init(params), k_rng, jnp.zeros((), jnp.int32))
+        return Carry(params, adam.init(params), k_rng, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan, jnp.float32))
 
     def train_chunk(carry: Carry, hp: HParams, shared: dict) -> tuple[Carry, dict]:
         size = shared["x"].shape[0]
@@ -159,13 +168,15 @@ def make_train(cfg: Config, data: dict, test_rows: int = 4096):
             direction, opt_state = adam.update(grads, carry.opt_state, carry.params)
             params = jax.tree.map(lambda p, d: p - hp.lr * (d + hp.weight_decay * p * (p.ndim > 1)),
                                   carry.params, direction)
-            return Carry(params, opt_state, rng, carry.num_updates + 1), loss
+            return carry._replace(params=params, opt_state=opt_state, rng=rng, num_updates=carry.num_updates + 1), loss
 
         carry, losses = jax.lax.scan(step, carry, None, length=cfg.updates_per_chunk)
-        return carry, {"train_loss_per_dim": jnp.mean(losses) / num_dims, "num_updates": carry.num_updates}
+        test_nll = -mean_log_prob(carry.params, model, cfg, shared["x_test"], shared["c_test"], shared["lo"],
+                                  shared["hi"]) / num_dims
+        return carry._replace(test_nll=test_nll), {"train_loss_per_dim": jnp.mean(losses) / num_dims,
+                                                   "num_updates": carry.num_updates}
 
     def evaluate(carry: Carry, key: jax.Array, hp: HParams) -> dict:
-        nll = -mean_log_prob(carry.params, model, cfg, x_eval, c_eval, lo, hi) / num_dims
-        return {"test_nll": nll}
+        return {"test_nll": carry.test_nll}
 
     return init_carry, train_chunk, evaluate

@@ -37,8 +37,8 @@ FAMILIES = ("adacat", "categorical", "mog", "gaussian")
 
 def train_cell(data: dict, cfg: density.Config, hp: density.HParams, steps: int, num_seeds: int, seed: int):
     """Final test NLL per seed (array) and the parameter count of one model."""
-    init_carry, train_chunk, evaluate = density.make_train(cfg, data, test_rows=len(data["x_test"]))
-    shared = {k: jnp.asarray(data[k]) for k in ("x", "c", "lo", "hi")}
+    init_carry, train_chunk, evaluate = density.make_train(cfg, data)
+    shared = density.shared_arrays(data, test_rows=len(data["x_test"]))
     trainer = runner.Trainer(init_carry, train_chunk, evaluate, cfg.updates_per_chunk, shared=shared)
     population = runner.make_population(hp, [{}], seed, num_seeds)
     run = runner.Runner(trainer, population)

@@ -116,8 +116,8 @@ def make_data(args: Args) -> dict:
 def build(args: Args) -> runner.Trainer:
     data = make_data(args)
     init_carry, train_chunk, evaluate = density.make_train(args.model, data)
-    shared = {k: jnp.asarray(data[k]) for k in ("x", "c", "lo", "hi")}
-    return runner.Trainer(init_carry, train_chunk, evaluate, args.model.updates_per_chunk, shared=shared)
+    return runner.Trainer(init_carry, train_chunk, evaluate, args.model.updates_per_chunk,
+                          shared=density.shared_arrays(data))
 
 
 def summary(root: Path, args: Args) -> str:

@@ -284,19 +284,25 @@ def mixture_data():
 def test_density_trainer_learns_compiles_once_and_vmaps_like_single_runs(mixture_data):
     cfg = density.Config(family="adacat", num_bins=16, hidden_sizes=(32,), batch_size=128, updates_per_chunk=100)
     init_carry, train_chunk, evaluate = density.make_train(cfg, mixture_data)
-    shared = {k: jnp.asarray(mixture_data[k]) for k in ("x", "c", "lo", "hi")}
-    trainer = runner.Trainer(init_carry, train_chunk, evaluate, cfg.updates_per_chunk, shared=shared)
+    trainer = runner.Trainer(init_carry, train_chunk, evaluate, cfg.updates_per_chunk,
+                             shared=density.shared_arrays(mixture_data))
     pop = runner.make_population(density.HParams(lr=3e-3), [{}], seed=0, num_seeds=2)
     r = runner.Runner(trainer, pop)
     carry = r.init_carry()
+    assert np.isnan(np.asarray(r.evaluate(carry, r.eval_keys(0), r.hparams)["test_nll"])).all()  # not yet measured
+    carry, _ = r.train_chunk(carry, r.hparams)
     first = np.asarray(r.evaluate(carry, r.eval_keys(0), r.hparams)["test_nll"])
-    for _ in range(6):
+    for _ in range(5):
         carry, _ = r.train_chunk(carry, r.hparams)
     last = np.asarray(r.evaluate(carry, r.eval_keys(0), r.hparams)["test_nll"])
     assert r.trace_counts["train_chunk"] == 1
+    # the carry's test NLL is the hard NLL of the held-out rows, recomputed here from member 0's parameters
+    model, x_test = density.make_model(cfg, 1), jnp.asarray(mixture_data["x_test"][:4096])
+    member0 = jax.tree.map(lambda x: x[0], carry.params)
+    logp = ar.log_prob("adacat", model.apply(member0, x_test, None), x_test, mixture_data["lo"], mixture_data["hi"])
+    np.testing.assert_allclose(last[0], -float(logp.sum(-1).mean()), rtol=1e-5)
     uniform_nll = float(np.log(mixture_data["hi"] - mixture_data["lo"]).sum())
-    assert np.all(np.abs(first - uniform_nll) < 0.05)  # starts at the uniform density
-    assert np.all(last < uniform_nll - 0.7), (last, uniform_nll)  # and learns the sharp modes
+    assert np.all(last < first - 0.1) and np.all(last < uniform_nll - 0.7), (first, last, uniform_nll)
     # member 1 of the population equals a single run with seed 1
     single = runner.Runner(trainer, runner.make_population(density.HParams(lr=3e-3), [{}], seed=1, num_seeds=1))
     c1 = single.init_carry()
