@@ -90,8 +90,8 @@ class SharedRandom:
 
 
 def count(variables) -> tuple[int, int]:
-    """(backbone-and-head, adapter) parameter counts."""
-    leaves = jax.tree_util.tree_leaves_with_path(variables)
+    """(backbone-and-head, adapter) parameter counts (the "params" collection only)."""
+    leaves = jax.tree_util.tree_leaves_with_path(variables["params"])
     adapter = sum(x.size for p, x in leaves if is_adapter_path(tuple(getattr(k, "key", "") for k in p)))
     return sum(x.size for _, x in leaves) - adapter, adapter
 
@@ -243,7 +243,8 @@ def quality(seeds: int, pre_steps: int, tune_steps: int, scene: bool, width: int
             maps, scenes = problem(jax.random.fold_in(key, 0))
             new_maps, new_scenes = maps[PRE_TASKS:], scenes[PRE_TASKS:]
             probe = toy_batch(key, new_maps, new_scenes, PRE_TASKS, 2, scene)
-            variables = model.init(jax.random.fold_in(key, 4), probe["observations"], probe["task"])
+            variables = {"params": model.init(jax.random.fold_in(key, 4), probe["observations"],
+                                              probe["task"])["params"]}  # without the "aux" collection
             variables = graft(variables, backbone)  # the pretrained backbone and head, fresh adapters
             variables = train(model, variables, mode, jax.random.fold_in(key, 5), new_maps, new_scenes,
                               PRE_TASKS, tune_steps)

@@ -332,8 +332,13 @@ def predict_actions(config: PolicyConfig, head_output, key=None) -> jax.Array:
 
 
 def policy_loss(model: GeneralistPolicy, variables, batch, aux_weight: float = 0.01):
-    """batch: observations, task, actions (B, T, H, A), optional timestep_valid -> (loss, metrics)."""
+    """batch: observations, task, actions (B, T, H, A), optional timestep_valid -> (loss, metrics).
+
+    An "aux" collection in `variables` (init returns one when the model has routers: the balance losses sown
+    at init) is dropped, so that this call's balance losses are not averaged with stale ones.
+    """
     valid = batch.get("timestep_valid")
+    variables = {k: v for k, v in variables.items() if k != "aux"}
     out, state = model.apply(variables, batch["observations"], batch["task"], valid, mutable=["aux"])
     action = action_loss(model.config, out, batch["actions"], valid)
     balance = aux_loss(state)
@@ -341,7 +346,10 @@ def policy_loss(model: GeneralistPolicy, variables, batch, aux_weight: float = 0
 
 
 def parameter_groups(params) -> Any:
-    """Each parameter's group: "adapter" (lora_a/lora_b/routers), "head" (under `head`) or "backbone"."""
+    """Each parameter's group: "adapter" (lora_a/lora_b/routers), "head" (under `head`) or "backbone".
+
+    `params` is the "params" collection, bare or as {"params": ...}; drop init's "aux" collection first.
+    """
     def group(path, _):
         keys = tuple(getattr(p, "key", str(p)) for p in path)
         keys = keys[1:] if keys and keys[0] == "params" else keys

@@ -24,7 +24,7 @@ def policy_config(adapter, head="mse"):
 
 
 def random_variables(model, seed=0, zero_b=False):
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), OBS, TASK)
+    shapes = {"params": jax.eval_shape(model.init, jax.random.PRNGKey(0), OBS, TASK)["params"]}  # no "aux"
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):

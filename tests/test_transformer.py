@@ -22,7 +22,7 @@ STEPS = 2 * WINDOW + 1  # longer than the window, so the cache's ring wraps
 
 
 def random_variables(model, example, seed=0):
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *example)
+    shapes = {"params": jax.eval_shape(model.init, jax.random.PRNGKey(0), *example)["params"]}  # no "aux"
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):
