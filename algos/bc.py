@@ -83,7 +83,7 @@ class Config:
     eval_episodes: int = 32
     """Evaluation episodes per member (vmapped), for the sampled and for the greedy policy each."""
     test_rows: int = 4096
-    """Held-out demonstration pairs at most in `test_nll` (constants of the compiled evaluation)."""
+    """Held-out demonstration pairs at most in `test_nll` (computed at the end of every chunk)."""
 
 
 @flax.struct.dataclass
@@ -103,6 +103,7 @@ class Carry(NamedTuple):
     opt_state: Any
     rng: jax.Array
     num_updates: jax.Array
+    test_nll: jax.Array  # held-out NLL per action dimension at the end of the last chunk (NaN before the first)
 
 
 adam = optax.scale_by_adam()
@@ -241,8 +242,9 @@ def make_train(cfg: Config, data: dict, env: envs.Env):
     """`init_carry(key, hp)`, `train_chunk(carry, hp, shared)`, `evaluate(carry, key, hp)` for `runner.Trainer`.
 
     `data` is `prepare`'s dict; pass `shared_data(data)` as the Trainer's `shared`. `evaluate` rolls the policy
-    out in `env` (the evaluation task) and closes over the observation standardisation and up to `cfg.test_rows`
-    held-out pairs (constants of the compiled program). Metrics: `eval_success`, `eval_return`, `eval_length`
+    out in `env` (the evaluation task) and closes over the observation standardisation. The held-out NLL is
+    computed at the end of every chunk from the shared test pairs (`shared_data`, at most `cfg.test_rows`) and
+    kept in the carry: test rows captured by `evaluate` would be constants XLA spends long compiles folding. Metrics: `eval_success`, `eval_return`, `eval_length`
     (sampled actions), the same with `_greedy`, and `test_nll` (nats per action dimension).
     """
     check_config(cfg)
@@ -252,13 +254,11 @@ def make_train(cfg: Config, data: dict, env: envs.Env):
                          f"{type(env.unwrapped).__name__} {env.observation_size}/{env.action_size}.")
     model = make_model(cfg, action_size)
     mean, std = jnp.asarray(data["obs_mean"]), jnp.asarray(data["obs_std"])
-    obs_test = jnp.asarray(data["obs_test"][:cfg.test_rows])
-    act_test = jnp.asarray(data["actions_test"][:cfg.test_rows])
 
     def init_carry(key: jax.Array, hp: HParams) -> Carry:
         k_init, k_rng = jax.random.split(key)
         params = model.init(k_init, jnp.zeros((1, action_size)), jnp.zeros((1, data["obs"].shape[1])))
-        return Carry(params, adam.init(params), k_rng, jnp.zeros((), jnp.int32))
+        return Carry(params, adam.init(params), k_rng, jnp.zeros((), jnp.int32), jnp.full((), jnp.nan, jnp.float32))
 
     def train_chunk(carry: Carry, hp: HParams, shared: dict) -> tuple[Carry, dict]:
         size = shared["obs"].shape[0]
@@ -273,10 +273,13 @@ def make_train(cfg: Config, data: dict, env: envs.Env):
             direction, opt_state = adam.update(grads, carry.opt_state, carry.params)
             params = jax.tree.map(lambda p, d: p - hp.lr * (d + hp.weight_decay * p * (p.ndim > 1)),
                                   carry.params, direction)
-            return Carry(params, opt_state, rng, carry.num_updates + 1), loss
+            return carry._replace(params=params, opt_state=opt_state, rng=rng, num_updates=carry.num_updates + 1), loss
 
         carry, losses = jax.lax.scan(step, carry, None, length=cfg.updates_per_chunk)
-        return carry, {"train_loss_per_dim": jnp.mean(losses) / action_size, "num_updates": carry.num_updates}
+        obs_test, act_test = shared["obs_test"][:cfg.test_rows], shared["actions_test"][:cfg.test_rows]
+        test_nll = -jnp.mean(log_prob(carry.params, model, cfg, obs_test, act_test)) / action_size
+        return carry._replace(test_nll=test_nll), {"train_loss_per_dim": jnp.mean(losses) / action_size,
+                                                   "num_updates": carry.num_updates}
 
     def evaluate(carry: Carry, key: jax.Array, hp: HParams) -> dict:
         params = carry.params
@@ -285,7 +288,7 @@ def make_train(cfg: Config, data: dict, env: envs.Env):
         # the same key: both policies start from the same initial states (a paired comparison)
         out = {f"eval_{k}": v for k, v in evaluate_policy(env, sampled, key, cfg.eval_episodes).items()}
         out.update({f"eval_{k}_greedy": v for k, v in evaluate_policy(env, greedy, key, cfg.eval_episodes).items()})
-        out["test_nll"] = -jnp.mean(log_prob(params, model, cfg, obs_test, act_test)) / action_size
+        out["test_nll"] = carry.test_nll
         return out
 
     return init_carry, train_chunk, evaluate
@@ -293,4 +296,4 @@ def make_train(cfg: Config, data: dict, env: envs.Env):
 
 def shared_data(data: dict) -> dict:
     """The arrays `train_chunk` reads (device arrays, stored once for the whole population)."""
-    return {k: jnp.asarray(data[k]) for k in ("obs", "actions")}
+    return {k: jnp.asarray(data[k]) for k in ("obs", "actions", "obs_test", "actions_test")}
