@@ -40,7 +40,6 @@ episode's randomized ball parameters.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import jax
@@ -48,6 +47,7 @@ import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
+from envs.mjcf import compile_mjcf
 from envs.core import Env, State
 
 FINGERS = ("f0", "f1", "f2")
@@ -119,16 +119,6 @@ def hand_mjcf(timestep: float, solver: str, solver_iterations: int, ls_iteration
   </sensor>
 </mujoco>
 """
-
-
-@functools.lru_cache(maxsize=8)
-def compile_mjcf(xml: str):
-    """(MjModel, mjx.Model, blank mjx.Data) for `xml`, built once (concrete even if first called under a trace)."""
-    mj_model = mujoco.MjModel.from_xml_string(xml)
-    with jax.ensure_compile_time_eval():
-        model = mjx.put_model(mj_model, impl="jax")
-        data = mjx.make_data(model, impl="jax")
-    return mj_model, model, data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,13 +33,13 @@ run ~60k (the wall cull alone is worth ~4.5x). What is pinned in the MJCF, and w
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
 import mujoco
 from mujoco import mjx
 
+from envs.mjcf import compile_mjcf
 from envs.pointmaze import MazeSpec, PointMazeBase
 
 
@@ -79,20 +79,6 @@ def maze_mjcf(layout: str, unit: float, radius: float, mass: float, damping: flo
   </actuator>
 </mujoco>
 """
-
-
-@functools.lru_cache(maxsize=32)
-def compile_mjcf(xml: str) -> tuple[mujoco.MjModel, mjx.Model, mjx.Data]:
-    """The MjModel, its MJX model (JAX implementation) and a blank MJX data, built once per distinct MJCF.
-
-    Built under `ensure_compile_time_eval` so that the cached arrays are concrete even when the first call
-    happens while a jitted function is being traced.
-    """
-    mj_model = mujoco.MjModel.from_xml_string(xml)
-    with jax.ensure_compile_time_eval():
-        model = mjx.put_model(mj_model, impl="jax")
-        data = mjx.make_data(model, impl="jax")
-    return mj_model, model, data
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,8 @@ import tyro  # noqa: E402
 from algos import density  # noqa: E402
 from experiments import runner  # noqa: E402
 
-DATASETS = ("mixture-1d", "mixture-2d", "maze-action", "maze-dynamics")
+# dataset -> (modelled dimensions, context dimensions), as `make_data` builds them
+SHAPES = {"mixture-1d": (1, 0), "mixture-2d": (2, 0), "maze-action": (2, 4), "maze-dynamics": (4, 6)}
 # --preset NAME puts these flags before the user's own (flags given on the command line win); --help lists them.
 PRESETS = {
     "cpu": runner.Preset((), "the defaults."),
@@ -125,9 +126,8 @@ def summary(root: Path, args: Args) -> str:
     rows = [r for r in map(json.loads, (root / "eval.jsonl").read_text().splitlines()) if not r.get("diverged")]
     last_chunk = max(r["chunk"] for r in rows)
     final = sorted((r for r in rows if r["chunk"] == last_chunk), key=lambda r: r["member"])
-    data_dims = {"mixture-1d": 1, "mixture-2d": 2, "maze-action": 2, "maze-dynamics": 4}[args.dataset]
+    data_dims, context = SHAPES[args.dataset]
     model = density.make_model(args.model, data_dims)
-    context = {"mixture-1d": 0, "mixture-2d": 0, "maze-action": 4, "maze-dynamics": 6}[args.dataset]
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, data_dims)),
                             jnp.zeros((1, context)) if context else None)
     nll = np.array([r["test_nll"] for r in final])

@@ -282,6 +282,8 @@ def mixture_data():
 
 
 def test_density_trainer_learns_compiles_once_and_vmaps_like_single_runs(mixture_data):
+    from experiments.adacat import SHAPES
+    assert (mixture_data["x"].shape[1], mixture_data["c"].shape[1]) == SHAPES["mixture-1d"]
     cfg = density.Config(family="adacat", num_bins=16, hidden_sizes=(32,), batch_size=128, updates_per_chunk=100)
     init_carry, train_chunk, evaluate = density.make_train(cfg, mixture_data)
     trainer = runner.Trainer(init_carry, train_chunk, evaluate, cfg.updates_per_chunk,
