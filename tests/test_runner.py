@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from conftest import sigkill_when_marked
 
 from experiments import runner
 from experiments import sac as sac_experiment
@@ -321,12 +321,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
     killed, marker = tmp_path / "killed", tmp_path / "stopped"
     proc = subprocess.Popen([sys.executable, "-c", _STOPPING_DRIVER, str(marker), "6", *common, "--run-dir",
                              str(killed)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    still_running = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
+    still_running, err = sigkill_when_marked(proc, marker)
     assert still_running and marker.exists(), err.decode()[-2000:]
 
     # the kill landed strictly inside the run, after log lines that the checkpoint does not cover

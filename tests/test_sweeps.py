@@ -8,11 +8,9 @@ import dataclasses
 import io
 import json
 import os
-import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import flax.struct
@@ -20,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from conftest import sigkill_when_marked
 
 from experiments import runner
 from experiments import sac as sac_experiment
@@ -483,12 +483,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_restorable(sw
     proc = subprocess.Popen([sys.executable, "-c", _KILL_IN_SAVE, str(marker), "3", *COMMON, "--total-steps", "160",
                              "--run-dir", str(killed)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while time.time() < deadline and not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    still_running = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    _, err = proc.communicate()
+    still_running, err = sigkill_when_marked(proc, marker)
     assert still_running and marker.exists(), err.decode()[-2000:]
     leftovers = [p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith("3")]
     assert leftovers and all("tmp" in name for name in leftovers), leftovers  # written, never committed
