@@ -9,6 +9,7 @@ import os
 import pathlib
 
 import jax
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -16,7 +17,7 @@ jax.config.update("jax_compilation_cache_dir", os.environ.get("JAX_COMPILATION_C
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def sigkill_when_marked(proc, marker: pathlib.Path, timeout: float = 300.0) -> tuple[bool, bytes]:
+def _sigkill_when_marked(proc, marker: pathlib.Path, timeout: float = 300.0) -> tuple[bool, bytes]:
     """Wait until the child `proc` writes `marker` (or exits, or `timeout` passes), then SIGKILL it.
     Returns (whether it was still running when killed, its stderr)."""
     import signal
@@ -29,3 +30,10 @@ def sigkill_when_marked(proc, marker: pathlib.Path, timeout: float = 300.0) -> t
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
     return still_running, err
+
+
+@pytest.fixture
+def sigkill_when_marked():
+    """The kill-and-resume helper above, as a fixture: test modules are also imported by subprocesses (as
+    `tests.test_runner`), where `conftest` is not importable as a module."""
+    return _sigkill_when_marked

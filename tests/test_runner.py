@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import sigkill_when_marked
 
 from experiments import runner
 from experiments import sac as sac_experiment
@@ -304,7 +303,7 @@ runner.main("sac", sac.Args, sac.build, argv=sys.argv[3:])
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_then_resume_is_bit_identical(tmp_path, sigkill_when_marked):
     """20 chunks, checkpoints every 4, evaluations every 3. SIGKILL after the evaluation of chunk 6: the newest
     checkpoint is chunk 4, metrics.jsonl holds chunks 1-6 and eval.jsonl chunks 3 and 6. The resume must start
     from chunk 4 (not 0), keep the first 4 metric lines, drop and redo chunks 5-6, and end bit-identical to an

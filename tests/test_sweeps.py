@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import sigkill_when_marked
 
 from experiments import runner
 from experiments import sac as sac_experiment
@@ -474,7 +473,7 @@ runner.main("sac", sac.Args, sac.build, argv=sys.argv[3:])
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("sweeps")
-def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_restorable(sweeps, tmp_path):
+def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_restorable(sweeps, tmp_path, sigkill_when_marked):
     """The diverging sweep, killed while saving chunk 3: chunk 2's checkpoint restores (with its alive flags), the
     half-saved one is ignored, and --resume finishes bit-identical to the straight run."""
     killed, marker = tmp_path / "killed", tmp_path / "stopped"
