@@ -15,6 +15,10 @@ from experiments import avtd as experiment
 from experiments import runner
 from nets import CriticEnsemble
 
+# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
+# once, not once per worker.
+pytestmark = pytest.mark.xdist_group('avtd')
+
 KEY = jax.random.PRNGKey(0)
 # Two agents (none | LayerNorm + dropout 0.1 + weight decay 0.1), 2 envs x 10 steps per chunk, selection every TWO
 # chunks (40 transitions). The TD batch (64) exceeds the validation set (~36 rows after 6 chunks at p = 0.3), so
@@ -28,8 +32,7 @@ TINY = ["--env", "pointmaze-umaze-jax", "--regularizers", "none,ln+do0.1+wd0.1",
         "--hp.validation-fraction", "0.3", "--no-progress", "--no-tensorboard"]
 CHUNKS = 6
 HP2 = avtd.HParams(layernorm=(0.0, 1.0), critic_dropout=(0.0, 0.1), critic_weight_decay=(0.0, 0.1))
-# Every test that uses the population fixture runs on one xdist worker (the fixture is built, and compiled, once).
-population = pytest.mark.xdist_group("avtd-population")
+population = pytest.mark.slow  # the tests that train the population fixture
 
 
 def tiny_args() -> experiment.Args:

@@ -16,6 +16,10 @@ from algos import calql, sac, wsrl
 from envs import datasets, maze_data
 from experiments import runner
 
+# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
+# once, not once per worker.
+pytestmark = pytest.mark.xdist_group('wsrl')
+
 KEY = jax.random.PRNGKey(0)
 AGENT = sac.Config(num_envs=4, chunk_steps=5, batch_size=16, buffer_capacity=512, hidden_sizes=(32, 32),
                    num_critics=2, num_target_critics=2, critic_layernorm=True, updates_per_step=2,
@@ -188,7 +192,6 @@ def first_run(tmp_path_factory, maze):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("wsrl-cli")
 def test_experiment_end_to_end_and_reuse_of_pretraining(tmp_path, first_run, capsys):
     from experiments import wsrl as experiment
 
@@ -221,7 +224,6 @@ class _Killed(Exception):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("wsrl-cli")
 @pytest.mark.parametrize("phase, chunk", [("pretrain", 1), ("online", 2)])
 def test_resume_of_a_run_killed_in_either_phase_is_exact(tmp_path, first_run, monkeypatch, capsys, phase, chunk):
     """Killed after the checkpoint of pretraining chunk 1 (of 2) or online chunk 2 (of 4), then `--resume`: the
