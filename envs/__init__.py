@@ -7,6 +7,8 @@ Names (see `envs.registered()`):
                                              string or a registered name) or `layout_file=PATH` (a text file)
   ant, halfcheetah, hopper, inverted_pendulum   brax locomotion tasks on the MJX backend
   hand-lift                                  MJX three-fingered hand with touch sensors lifting a ball (HATO)
+  insertion-{square,rectangle,cross}         MJX peg insertion with mm clearance, the seen tasks (RLDG)
+  insertion-tee                              the same with a T-shaped peg and a wider socket range: held out
 
 Heavy simulators are imported only when an env of theirs is made.
 """
@@ -30,6 +32,8 @@ _REGISTRY["pointmaze-jax"] = ("envs.pointmaze:PointMazeJax", {}, None)
 for _name in ("ant", "halfcheetah", "hopper", "inverted_pendulum"):
     _REGISTRY[_name] = ("envs.brax_envs:BraxEnv", {"name": _name}, 1000)
 _REGISTRY["hand-lift"] = ("envs.hands:HandLift", {}, 60)
+for _task in ("square", "rectangle", "cross", "tee"):  # envs.insertion.TASKS (not imported here: it loads MJX)
+    _REGISTRY[f"insertion-{_task}"] = ("envs.insertion:PegInsertion", {"variant": _task}, 100)
 
 
 def registered() -> list[str]:
