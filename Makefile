@@ -41,8 +41,11 @@ demo: $(STAMP)
 
 # The suite includes tests/test_install.py: .venv matches the lock, and every locked release has a wheel for
 # every supported Python (tools/check_wheels.py; needs the network).
+# --dist loadfile: a module's tests share one worker, so each module-scoped fixture (a compiled program, a trained
+# population) is built once. (--dist loadgroup with xdist_group marks silently stopped grouping on pytest 9.2:
+# pytest-dev/pytest-xdist#1386; measured here, a fixture was built on both workers.)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=15
 
 # The peers of benchmarks/sac.py (rejax, gymnax) live in their own venv, built when absent.
 PEERS   := benchmarks/.venv-peers

@@ -642,7 +642,7 @@ def plot_curves(eval_path: Path, out_png: Path, members: list[dict], metric_name
             for r in records:
                 if r["member"] in ids:
                     table[ids.index(r["member"]), steps.index(r["env_steps"])] = r[name]
-            text = ", ".join(f"{k}={v:g}" for k, v in label) or "default"
+            text = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in label) or "default"
             color = f"C{g % 10}"
             alive = [j for j, i in enumerate(ids) if i not in dead]
             if alive:

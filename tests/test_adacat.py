@@ -21,9 +21,6 @@ from experiments import runner
 from nets import autoregressive as ar
 from nets.adacat import AdaCat, check_in_support, uniform_categorical
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('adacat')
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 

@@ -15,9 +15,6 @@ from experiments import avtd as experiment
 from experiments import runner
 from nets import CriticEnsemble
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('avtd')
 
 KEY = jax.random.PRNGKey(0)
 # Two agents (none | LayerNorm + dropout 0.1 + weight decay 0.1), 2 envs x 10 steps per chunk, selection every TWO

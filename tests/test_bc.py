@@ -21,9 +21,6 @@ from envs.pointmaze import MazeSpec
 from experiments import bc as experiment
 from experiments import runner
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('bc')
 
 FORK = experiment.MAZES["fork"]  # S at (4, 3), G at (1, 3), a block between: left or right around it
 SMALL = bc.Config(head="adacat", num_bins=16, hidden_sizes=(32, 32), batch_size=128, updates_per_chunk=50,

@@ -16,9 +16,6 @@ from envs.datasets import (KEYS, DatasetError, episode_bounds, load_dataset, loa
                            save_dataset)
 from envs.pointmaze import MazeSpec
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('datasets')
 
 
 # ---- shortest paths and the controller ---------------------------------------------------------------------------

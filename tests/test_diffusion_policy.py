@@ -13,9 +13,6 @@ import pytest
 from algos import diffusion_policy as dp
 from nets.unet1d import ConditionalUnet1D
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('diffusion_policy')
 
 LAYOUT = {"qpos": (0, 1), "qvel": (1, 2), "touch": (2, 3), "object": (3, 4), "visible": (4, 5)}
 

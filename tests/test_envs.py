@@ -31,8 +31,8 @@ BATCH, EPISODE, STEPS = 2, 4, 10  # rollouts: 2 envs, episodes of at most 4 step
 
 def _slow_unless_pure_jax(names):
     """Parametrize over env names, marking the ones that take seconds to compile (MJX, brax) as slow. Tests of
-    the same env share one compiled rollout, so they are grouped on one xdist worker (`--dist loadgroup`)."""
-    return [pytest.param(n, marks=[pytest.mark.xdist_group(n)] + ([] if n.endswith("-jax") else [pytest.mark.slow]))
+    the same env share one compiled rollout (the `rollout` fixture; `--dist loadfile` keeps a module on one worker)."""
+    return [pytest.param(n, marks=[] if n.endswith("-jax") else [pytest.mark.slow])
             for n in names]
 
 

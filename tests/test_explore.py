@@ -164,7 +164,6 @@ def test_config_validation():
         explore.make_train(explore.Config(agent=AGENT, skill_horizon=4), envs.make("pointmaze-umaze-jax"))
 
 
-@pytest.mark.xdist_group("pointmaze-umaze-jax")
 def test_first_success_step_marks_the_first_goal_reached_online():
     """U-maze with random tasks: uniform exploration reaches goals quickly. `first_success_step` is set once, in
     the chunk whose completed episodes first include a success, and never changes afterwards."""
@@ -240,7 +239,6 @@ SMALL = sac.Config(num_envs=4, chunk_steps=25, batch_size=32, buffer_capacity=40
                    eval_episodes=2, backup_entropy=False)
 
 
-@pytest.mark.xdist_group("pointmaze-umaze-jax")
 def test_reward_model_learns_the_online_rewards_inside_train_chunk():
     """Dense reward (minus the distance to the goal, in [-3.5, 0]) on the u-maze: after a few chunks the reward
     model, trained only on the online halves of the minibatches, predicts the buffer's rewards far better than
@@ -260,7 +258,6 @@ def test_reward_model_learns_the_online_rewards_inside_train_chunk():
     assert history[-1]["num_updates"] > 0 and float(history[-1]["rnd_model_loss"]) > 0
 
 
-@pytest.mark.xdist_group("pointmaze-large-jax")
 @pytest.mark.parametrize("label,online_bonus", [("min", True), ("zero", False)])
 def test_labels_and_online_bonus_in_training(label, online_bonus):
     """The large maze from S: no goal is reached in 500 steps, so every online reward is 0 and the chunk metrics

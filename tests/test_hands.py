@@ -16,9 +16,6 @@ from algos import diffusion_policy as dp
 from envs import episodes, hands
 from experiments import hato
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('hands')
 
 T0, T1 = hands.OBS_LAYOUT["touch"]
 

@@ -14,7 +14,6 @@ import envs
 from envs import insertion
 from envs.insertion import OBS_LAYOUT, SOCKET_HEIGHT, PegInsertion
 
-pytestmark = pytest.mark.xdist_group("insertion")
 
 NAMES = [f"insertion-{t}" for t in insertion.TASKS]
 T = 100

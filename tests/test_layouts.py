@@ -15,9 +15,6 @@ from envs import maze_data
 from envs.datasets import load_dataset, load_metadata, validate_dataset
 from envs.pointmaze import MazeSpec, canonical_layout
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('layouts')
 
 # A small maze of our own: S -> G is 8 moves (right, down, right, up), with a dead end below S.
 CUSTOM = """

@@ -14,9 +14,6 @@ from nets.lora_switch import (AdaptedDense, AdapterConfig, Routing, dense_gates,
                               switch_unmerged, top_k_routing)
 from nets.transformer import GeneralistPolicy, PolicyConfig, make_optimizer, parameter_groups, policy_loss
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('lora_switch')
 
 SWITCH = AdapterConfig(kind="switch", num_experts=4, rank=2, alpha=4.0, top_k=2)
 OBS = {"proprio": jnp.asarray(np.random.default_rng(0).normal(size=(3, 2, 5)), jnp.float32)}

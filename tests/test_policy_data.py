@@ -15,9 +15,6 @@ from envs.datasets import KEYS, episode_bounds, load_dataset, load_metadata, val
 from experiments import runner, sac_checkpoints
 from experiments import sac as sac_experiment
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('policy_data')
 
 # tests/test_runner.py's tiny SAC (4 envs x 10 steps per chunk), on the dense-reward maze so that returns differ.
 TINY = ["--env", "pointmaze-umaze-jax", "--agent.num-envs", "4", "--agent.chunk-steps", "10",

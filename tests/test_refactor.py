@@ -16,9 +16,6 @@ from envs.metamath.verify import check_tree, substitute, unfold, proof_dag
 from nets.graph import Budget, pad_batch
 from algos import refactor as rf
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('refactor')
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "metamath", "tiny.mm")
 

@@ -13,9 +13,6 @@ from envs.core import Env, State, TimeLimit
 from nets import transformer as tf
 from nets.lora_switch import AdapterConfig
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group("rldg")
 
 OBS, ACT, N, L = 3, 2, 6, 9
 

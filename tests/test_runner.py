@@ -98,7 +98,6 @@ def host_loop(tmp_path_factory):
                 resumed_compiles=resumed_compiles)
 
 
-@pytest.mark.xdist_group("runner-host-loop")
 def test_compiles_once_through_the_host_loop_and_a_restored_carry(host_loop):
     """Evaluation, checkpointing and a carry restored from a checkpoint reuse the one compiled chunk: a dtype,
     weak-type or sharding change in the restored carry would retrace or recompile."""
@@ -112,7 +111,6 @@ def test_compiles_once_through_the_host_loop_and_a_restored_carry(host_loop):
     assert int(host_loop["final"].num_updates[0]) > 0
 
 
-@pytest.mark.xdist_group("runner-host-loop")
 def test_seeds_are_different_members(host_loop):
     """num_seeds=2 (what `--num-seeds 2` builds): member i's key is PRNGKey(seed + i), so the members start,
     collect and end different."""
@@ -200,7 +198,6 @@ def _tensorboard_scalars(tb_dir: Path) -> dict[str, dict[int, float]]:
     return out
 
 
-@pytest.mark.xdist_group("runner-finished-run")
 def test_tensorboard_scalars_match_the_jsonl_logs(finished_run):
     scalars = _tensorboard_scalars(finished_run / "tb")
     for path, prefix in ((finished_run / "metrics.jsonl", "train"), (finished_run / "eval.jsonl", "eval")):
@@ -212,7 +209,6 @@ def test_tensorboard_scalars_match_the_jsonl_logs(finished_run):
             assert scalars[tag] == pytest.approx({r["env_steps"]: r[key] for r in records}, rel=1e-6), tag
 
 
-@pytest.mark.xdist_group("runner-finished-run")
 def test_resuming_a_finished_run_changes_nothing(finished_run, capsys):
     before = {name: (finished_run / name).read_text() for name in ("metrics.jsonl", "eval.jsonl", "config.json")}
     steps = sorted(p.name for p in (finished_run / "checkpoints").iterdir())
@@ -223,7 +219,6 @@ def test_resuming_a_finished_run_changes_nothing(finished_run, capsys):
     assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == steps
 
 
-@pytest.mark.xdist_group("runner-finished-run")
 def test_corrupt_checkpoint_gives_clear_error(finished_run, capsys, tmp_path):
     import shutil
     run_dir = tmp_path / "run"

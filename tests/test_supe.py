@@ -373,7 +373,6 @@ def test_skill_env_under_sac_evaluate_policy():
 
 # ---- online high-level RL -----------------------------------------------------------------------------------
 
-@pytest.mark.xdist_group("pointmaze-umaze-jax")
 def test_online_high_level_training_counts_low_level_steps_and_labels_prior_segments():
     """supe.make_train = ExPLORe over SkillEnv: every high-level step is H env steps (episodes of 5 skills that
     never end inside one, so the count is exact), the prior's high-level transitions are relabelled, and the

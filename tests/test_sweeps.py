@@ -66,7 +66,6 @@ def sweeps(tmp_path_factory):
                 extended_err=extended_err)
 
 
-@pytest.mark.xdist_group("sweeps")
 def test_diverged_members_are_frozen_and_the_others_run_to_the_end(sweeps):
     straight = sweeps["straight"]
     settings = [m for m in json.loads((straight / "config.json").read_text())["members"]]
@@ -179,7 +178,6 @@ def test_curves_leave_diverged_members_out_of_the_mean(tmp_path, monkeypatch):
     assert style == ":" and list(y2) == [21.0] and "member 2 diverged (chunk 2)" in kw2["label"]
 
 
-@pytest.mark.xdist_group("sweeps")
 def test_extending_a_finished_run_equals_one_longer_run(sweeps):
     """2 chunks, then `--resume DIR --total-steps 160` (4 chunks) == 4 chunks straight: every member's carry bit
     for bit (the frozen members too: their alive flags came back from the checkpoint), and the logs."""
@@ -206,7 +204,6 @@ def test_extending_a_finished_run_equals_one_longer_run(sweeps):
 RESUME_RULE = "may change only --total-steps (a larger value extends the run) and --progress/--no-progress"
 
 
-@pytest.mark.xdist_group("sweeps")
 @pytest.mark.parametrize("flags, expected", [
     (["--agent.num-envs", "8"], "--agent.num-envs 8 (the run has 4)"),
     (["--sweep.actor-lr", "1e-3"], "--sweep.actor-lr '1e-3' (the run has '3e-4,1e6')"),
@@ -228,7 +225,6 @@ def test_resume_refuses_changed_flags_by_name(sweeps, flags, expected, capsys):
     assert (run_dir / "config.json").read_text() == before
 
 
-@pytest.mark.xdist_group("sweeps")
 def test_resume_accepts_flags_equal_to_the_saved_run(sweeps):
     _, err = sac_main(["--resume", str(sweeps["straight"]), "--agent.num-envs", "4", "--total-steps", "160",
                        "--progress", "--sweep.actor-lr", "3e-4,1e6"])
@@ -472,7 +468,6 @@ runner.main("sac", sac.Args, sac.build, argv=sys.argv[3:])
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("sweeps")
 def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one_restorable(sweeps, tmp_path, sigkill_when_marked):
     """The diverging sweep, killed while saving chunk 3: chunk 2's checkpoint restores (with its alive flags), the
     half-saved one is ignored, and --resume finishes bit-identical to the straight run."""

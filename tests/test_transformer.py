@@ -17,9 +17,6 @@ from nets.mlp import MLP
 from nets.transformer import (OBS, READOUT, TASK, GeneralistPolicy, PolicyConfig, PRESETS, action_loss,
                               attention_mask, policy_loss)
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('transformer')
 
 WINDOW = PRESETS["tiny"].window  # 3
 STEPS = 2 * WINDOW + 1  # longer than the window, so the cache's ring wraps

@@ -16,9 +16,6 @@ from algos import calql, sac, wsrl
 from envs import datasets, maze_data
 from experiments import runner
 
-# All of this module's tests run on one xdist worker, so that its module-scoped fixtures are built (and compiled)
-# once, not once per worker.
-pytestmark = pytest.mark.xdist_group('wsrl')
 
 KEY = jax.random.PRNGKey(0)
 AGENT = sac.Config(num_envs=4, chunk_steps=5, batch_size=16, buffer_capacity=512, hidden_sizes=(32, 32),
