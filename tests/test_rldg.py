@@ -181,3 +181,60 @@ def test_config_errors():
         rldg.check_config(dataclasses.replace(CFG, fine_tune="adapters"))
     with pytest.raises(ValueError, match="'obs'"):
         rldg.check_config(dataclasses.replace(CFG, policy=dataclasses.replace(POLICY, observations=(("x", 1),))))
+
+
+# ---- the pipeline (experiments/rldg.py) ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """`--preset tiny` on one seen task, no held-out task: every stage, a few steps each (nothing learns)."""
+    from experiments import rldg as experiment
+
+    root = tmp_path_factory.mktemp("rldg") / "run"
+    experiment.main(["--preset", "tiny", "--heldout", "--run-dir", str(root), "--no-progress", "--no-tensorboard"])
+    return root
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_writes_every_stage_and_resumes_without_redoing_them(tiny_run, capsys):
+    from benchmarks import rldg_compare
+    from envs import episodes
+    from experiments import rldg as experiment
+
+    root = tiny_run
+    assert len(list((root / "demos" / "square").glob("*.npz"))) == 4
+    sets = {s: episodes.load_episodes(root / "data" / s / "square", only_success=False)
+            for s in ("rl", "proxy", "rl_on_proxy", "proxy_on_rl")}
+    assert all(len(d["mask"]) == 4 for d in sets.values())
+    # the swap datasets keep the states of their source and carry the other policy's actions
+    for swapped, source in (("rl_on_proxy", "proxy"), ("proxy_on_rl", "rl")):
+        np.testing.assert_array_equal(sets[swapped]["observations"], sets[source]["observations"])
+        assert not np.allclose(sets[swapped]["actions"], sets[source]["actions"])
+    assert [m["task"] for m in sets["rl"]["metadata"]][:1] == ["square"]
+    members = __import__("json").loads((root / "finetune-full" / "members.json").read_text())
+    assert [m["arm"] for m in members] == [a["arm"] for a in experiment.finetune_arms(4)]
+    assert (root / "finetune-adapters" / "eval.jsonl").exists() and (root / "pretrain" / "obs_stats.npz").exists()
+    capsys.readouterr()
+    experiment.main(["--resume", str(root)])
+    err = capsys.readouterr().err
+    for phase in ("expert square", "pretrain", "finetune full", "finetune adapters"):
+        assert f"{phase}: resuming" in err, err
+    assert "RLDG on insertion" in err
+    table = rldg_compare.main(["--run", str(root)]).read_text()
+    assert "rl_on_proxy (full)" in table and "cells visited" in table
+
+
+def test_missing_or_mismatched_dataset_is_a_clear_error(tmp_path):
+    from envs import episodes
+    from experiments import rldg as experiment
+    from experiments.runner import UserError
+
+    with pytest.raises(UserError, match=r"missing dataset .*data/rl/square.*run the data stage"):
+        experiment.load_source(tmp_path, "rl", ("square",), 100)
+    path = tmp_path / "data" / "rl" / "square"
+    meta = {"task": "cross", "success": True, "seed": 0, "control_rate": 20.0, "sensor_layout": [],
+            "obs_layout": {}}
+    episodes.save_episode(path / "e.npz", np.zeros((3, 12)), np.zeros((3, 4)), np.zeros(3), meta)
+    with pytest.raises(UserError, match="episodes are of task 'cross', expected 'square'"):
+        experiment.load_source(tmp_path, "rl", ("square",), 100)
+    with pytest.raises(SystemExit):
+        experiment.main(["--tasks", "hexagon", "--run-dir", str(tmp_path / "x")])
