@@ -37,6 +37,7 @@ Evaluation. Per task: `Config.eval_episodes` episodes, vmapped, with KV-cached d
 horizon; Octo's temporal ensembling is not used) and for AdaCat it is the per-dimension mode. Reported per task:
 success rate and cycle time (steps to success, over the successful episodes; NaN when none).
 
+Reference code: none was found for RLDG in the code index (searched 2026-12-02); this follows the paper's text.
 Departures from the paper: no images or language (a task id embeds the task, as Octo's task token), a small
 generalist pretrained on this task family only (said in experiments/rldg.py), simulated experts without human
 interventions, and a scripted noisy controller instead of human teleoperation (a PROXY for human data).
