@@ -45,9 +45,12 @@ def source_statistics(root: Path, source: str, tasks, only_success: bool = True)
     pose, wrench = obs[:, slice(*insertion.OBS_LAYOUT["pose"])], obs[:, slice(*insertion.OBS_LAYOUT["wrench"])]
     near = (np.abs(wrench).sum(1) > 1e-6) | (pose[:, 2] < 0.01)
     cells = lambda p: len({tuple(r) for r in np.floor(p / np.array([0.002, 0.002, 0.002, 0.02])).astype(int)})
+    some = near.any()  # (a tiny run may never come near the socket: NaN, not a warning)
+    nan = np.full(act.shape[1], np.nan)
     return {"steps": len(obs), "near": int(near.sum()), "length": lengths,
-            "abs_action_near": np.abs(act[near]).mean(0), "std_action_near": act[near].std(0),
-            "saturated_near": float((np.abs(act[near]) > 0.99).mean()),
+            "abs_action_near": np.abs(act[near]).mean(0) if some else nan,
+            "std_action_near": act[near].std(0) if some else nan,
+            "saturated_near": float((np.abs(act[near]) > 0.99).mean()) if some else float("nan"),
             "cells": cells(pose), "cells_near": cells(pose[near])}
 
 
