@@ -29,8 +29,8 @@ FINE_TUNE_MODES): "full", "adapters" (LoRA-Switch experts, routers and the head;
 
 Start. `make_train(..., init_params=...)` starts every member from a pretrained parameter tree (captured by the
 compiled `init_carry` as constants: a generalist of ~100k parameters, not a dataset); with adapters the
-pretrained adapter leaves are replaced by a fresh initialisation (LoRA B = 0), so fine-tuning starts from exactly
-the pretrained function.
+backbone and head come from the pretrained tree (with or without adapter leaves of its own) and the adapters from
+a fresh initialisation (LoRA B = 0), so fine-tuning starts from exactly the pretrained function.
 
 Evaluation. Per task: `Config.eval_episodes` episodes, vmapped, with KV-cached decoding (`GeneralistPolicy.start`
 / `step`: one jitted call per control step); the first action of each predicted chunk is executed (receding
@@ -184,10 +184,19 @@ def trained_kernels(cfg: Config, params) -> Any:
 
 
 def fresh_adapters(pretrained, fresh):
-    """`pretrained` with every adapter leaf (lora_a, lora_b, routers) taken from `fresh`."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, p, f: f if is_adapter_path(tuple(getattr(k, "key", str(k)) for k in path)) else p,
-        pretrained, fresh)
+    """`fresh` (the adapted model's initialisation) with every non-adapter leaf taken from `pretrained`, which may
+    come from a model without adapters (the usual case: pretrained plain, fine-tuned through adapters)."""
+    names = lambda path: tuple(getattr(k, "key", str(k)) for k in path)
+    flat = {names(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(pretrained)[0]}
+
+    def pick(path, leaf):
+        if is_adapter_path(names(path)):
+            return leaf
+        if names(path) not in flat:
+            raise ValueError(f"the pretrained parameters lack {'/'.join(names(path))}: they are not of this model.")
+        return flat[names(path)]
+
+    return jax.tree_util.tree_map_with_path(pick, fresh)
 
 
 def rollout_tasks(model: tf.GeneralistPolicy, cfg: Config, params, task_envs: Sequence[tuple[int, envs.Env]],

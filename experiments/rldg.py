@@ -373,9 +373,7 @@ def stage_finetune(args: Args, root: Path, data_root: Path, mode: str, pretraine
     if mode == "adapters":
         adapter = AdapterConfig(kind="switch", num_experts=len(args.tasks), top_k=1, rank=4)
         cfg = dataclasses.replace(cfg, fine_tune="adapters", policy=dataclasses.replace(cfg.policy, adapter=adapter))
-        arms = arms[:3]
-        # the pretrained tree has no adapter leaves: initialise the adapted model and copy the backbone and head in
-        pretrained = with_backbone(cfg, pretrained, data["observations"].shape[-1])
+        arms = arms[:3]  # the pretrained tree has no adapter leaves: rldg.make_train initialises them
     init, chunk, evaluate = rldg.make_train(cfg, data, eval_envs(args), mean, std, init_params=pretrained)
     trainer = runner.Trainer(init, chunk, evaluate, cfg.updates_per_chunk, shared=rldg.shared_data(data))
     settings = [{k: v for k, v in a.items() if k != "arm"} for a in arms]
@@ -386,16 +384,6 @@ def stage_finetune(args: Args, root: Path, data_root: Path, mode: str, pretraine
     runner.run_phase(f"finetune {mode}", trainer, population, root / f"finetune-{mode}", phase_run,
                      runner.num_chunks_for(phase_run, trainer.steps_per_chunk))
     (root / f"finetune-{mode}" / "members.json").write_text(json.dumps(population.members, indent=1))
-
-
-def with_backbone(cfg: rldg.Config, pretrained, obs_dim: int):
-    """A parameter tree of the adapted model with every leaf that the plain model has taken from `pretrained`."""
-    model = tf.GeneralistPolicy(cfg.policy)
-    window = cfg.policy.transformer.window
-    fresh = model.init(jax.random.PRNGKey(0), {"obs": jnp.zeros((1, window, obs_dim))}, jnp.zeros((1,), jnp.int32))
-    fresh = jax.device_get(fresh["params"])
-    flat = dict(jax.tree_util.tree_flatten_with_path(pretrained)[0])
-    return jax.tree_util.tree_map_with_path(lambda path, x: flat.get(path, x), fresh)
 
 
 def final_scores(path: Path, tasks) -> dict[str, np.ndarray]:
