@@ -173,15 +173,6 @@ def _episodes(env, act, keys, carry0):
     return jax.vmap(one)(keys)
 
 
-def geometric_phase(state):
-    """The script's phase read off the geometry (for relabelling RL states, whose history is not the script's)."""
-    q, socket = state.physics["data"].qpos[:4], state.physics["params"]["socket"]
-    top = insertion.SOCKET_HEIGHT
-    aligned = jnp.linalg.norm(q[:2] - socket[:2]) < 0.0015
-    return jnp.select([q[2] < top - 0.002, aligned & (q[2] <= top + insertion.HOVER + 0.0015), aligned],
-                      [insertion.PUSH, insertion.DESCEND, insertion.ALIGN], insertion.APPROACH)
-
-
 def make_actors(env, args: Args, agent=None):
     """The collection policies: name -> (act, initial carry)."""
     script = lambda state, carry, key, **kw: insertion.scripted_insertion(env, state, carry, key, **kw)
@@ -204,8 +195,7 @@ def make_actors(env, args: Args, agent=None):
     def expert(state, carry, key):
         k_act, k_proxy = jax.random.split(key)
         action = sac.act(agent, state.obs, k_act, False, cfg)
-        relabel, _ = script(state, {**insertion.scripted_init(), "phase": geometric_phase(state)}, k_proxy,
-                            noise=args.proxy_noise)
+        relabel = insertion.relabel_action(env, state, k_proxy, noise=args.proxy_noise)
         return action, carry, relabel
 
     init = insertion.scripted_init()
