@@ -206,7 +206,7 @@ def compare(argv: list[str]) -> None:
     flat = main(common + ["--num-stages", "1", "--run-dir", str(out / "no_curriculum")])
     total = json.loads((curriculum / "config.json").read_text())["args"]["run"]["total_steps"]
     budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else \
-        [round(total / 3, -3), round(2 * total / 3, -3), total]
+        [int(round(total / 3, -3)), int(round(2 * total / 3, -3)), total]
     print(make_table([curriculum, flat], out, budgets, args.solve_threshold))
     print(f"wrote {out / 'table.md'} and {out / 'curves.png'}", file=sys.stderr)
 
