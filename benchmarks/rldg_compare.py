@@ -92,6 +92,7 @@ def main(argv=None) -> Path:
         if path.exists():
             s = runner.read_metric(path, "eval_success")[1][:, -1]
             lines.append(f"| RL expert {task} (best of {len(s)} seeds) | {np.max(s):.2f} | | | | | |")
+    lines += ["", *[line.strip() for line in rldg.collection_lines(data_root, args.tasks)]]
     lines.append("")
     for x, y in (("rl", "proxy"), ("mix", "proxy"), ("rl", "mix"), ("rl_on_proxy", "proxy"),
                  ("proxy_on_rl", "rl")):

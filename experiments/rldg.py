@@ -202,8 +202,9 @@ def make_actors(env, args: Args, agent=None):
     return {"demo": (demo, init), "hover": (hover, init), "proxy": (proxy, init), "rl": (expert, init)}
 
 
-def collect(env, act, carry0, key, wanted: int, only_success: bool = True, batch: int = 64) -> dict:
-    """`wanted` episodes (successful ones only, unless not `only_success`), drawn `batch` at a time."""
+def collect(env, act, carry0, key, wanted: int, only_success: bool = True, batch: int = 64) -> tuple[dict, dict]:
+    """`wanted` episodes (successful ones only, unless not `only_success`), drawn `batch` at a time, and the
+    collection's record: episodes tried and the success rate among them (the collecting policy's own success)."""
     run = jax.jit(lambda keys: _episodes(env, act, keys, carry0))
     kept, tries = [], 0
     while sum(len(k["success"]) for k in kept) < wanted:
@@ -217,7 +218,9 @@ def collect(env, act, carry0, key, wanted: int, only_success: bool = True, batch
         keep = out["success"] > 0 if only_success else np.ones(batch, bool)
         kept.append({name: v[keep] for name, v in out.items()})
         tries += 1
-    return {name: np.concatenate([k[name] for k in kept])[:wanted] for name in kept[0]}
+    successes = sum(int((k["success"] > 0).sum()) for k in kept)  # `kept` holds every success tried
+    record = {"episodes_tried": tries * batch, "episodes_kept": wanted, "success_rate": successes / (tries * batch)}
+    return {name: np.concatenate([k[name] for k in kept])[:wanted] for name in kept[0]}, record
 
 
 def write_episodes(directory: Path, eps: dict, env, task: str, source: str, actions_key: str = "actions") -> None:
@@ -230,6 +233,32 @@ def write_episodes(directory: Path, eps: dict, env, task: str, source: str, acti
         episode_files.save_episode(tmp / f"episode_{i:04d}.npz", eps["observations"][i, :n], eps[actions_key][i, :n],
                                    eps["rewards"][i, :n], {**meta, "success": bool(eps["success"][i]), "seed": i})
     os.replace(tmp, directory)  # a directory is complete or absent
+
+
+def write_collection_record(root: Path, source: str, task: str, record: dict) -> None:
+    """data/collection.json: {source: {task: record}}, the collecting policies' success (RL: the stochastic
+    expert, as RLDG's rollout script runs it) beside their episodes."""
+    path = root / "data" / "collection.json"
+    records = json.loads(path.read_text()) if path.exists() else {}
+    records.setdefault(source, {})[task] = record
+    tmp = path.with_suffix(".partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(records, indent=1))
+    os.replace(tmp, path)
+
+
+def collection_lines(root: Path, tasks) -> list[str]:
+    """One line per seen task: the success of the policies that collected the rl and proxy data."""
+    path = root / "data" / "collection.json"
+    records = json.loads(path.read_text()) if path.exists() else {}
+    lines = []
+    for task in tasks:
+        for source, who in (("rl", "RL expert (stochastic)"), ("proxy", "demonstration proxy")):
+            r = records.get(source, {}).get(task)
+            if r:
+                lines.append(f"  {who} on {task} while collecting: {r['success_rate']:.0%} of "
+                             f"{r['episodes_tried']} episodes succeeded ({r['episodes_kept']} kept).")
+    return lines
 
 
 def load_source(root: Path, source: str, tasks, max_steps: int, only_success: bool = True) -> dict:
@@ -271,7 +300,7 @@ def stage_demos_and_experts(args: Args, root: Path, data_root: Path, experts_roo
         demo_dir = data_root / "demos" / task
         if not demo_dir.is_dir():
             act, c0 = make_actors(env, args)["demo"]
-            demos = collect(env, act, c0, jax.random.PRNGKey(100 + t), args.num_demos, batch=args.collect_batch)
+            demos, _ = collect(env, act, c0, jax.random.PRNGKey(100 + t), args.num_demos, batch=args.collect_batch)
             write_episodes(demo_dir, demos, env, task, "demo")
         demos = episode_files.load_episodes(demo_dir)
         prior = transitions(demos)
@@ -310,15 +339,16 @@ def stage_data(args: Args, data_root: Path, agents: dict) -> None:
         for source, relabelled, seed in (("rl", "proxy_on_rl", 200), ("proxy", "rl_on_proxy", 300)):
             if (data_root / "data" / source / task).is_dir() and (data_root / "data" / relabelled / task).is_dir():
                 continue
-            eps = collect(env, *actors[source], jax.random.PRNGKey(seed + t), n,
-                          only_success=not args.allow_failed_episodes, batch=args.collect_batch)
+            eps, record = collect(env, *actors[source], jax.random.PRNGKey(seed + t), n,
+                                  only_success=not args.allow_failed_episodes, batch=args.collect_batch)
             write_episodes(data_root / "data" / relabelled / task, eps, env, task, relabelled, "relabel")
             write_episodes(data_root / "data" / source / task, eps, env, task, source)
+            write_collection_record(data_root, source, task, record)
     for t, task in enumerate(tuple(args.tasks) + tuple(args.heldout)):
         if not (data_root / "data" / "pretrain" / task).is_dir():
             env = task_env(task, args, max_steps=40)
             act, c0 = make_actors(env, args)["hover"]
-            eps = collect(env, act, c0, jax.random.PRNGKey(400 + t), args.pretrain_episodes, only_success=False,
+            eps, _ = collect(env, act, c0, jax.random.PRNGKey(400 + t), args.pretrain_episodes, only_success=False,
                           batch=args.collect_batch)
             write_episodes(data_root / "data" / "pretrain" / task, eps, env, task, "pretrain")
 
@@ -411,6 +441,7 @@ def summary(root: Path, args: Args) -> str:
         if path.exists():
             success = runner.read_metric(path, "eval_success")[1][:, -1]
             lines.append(f"  RL expert {task}: final success {np.max(success):.0%} (best of {len(success)} seed(s)).")
+    lines += collection_lines(Path(args.data or root), args.tasks)
     for mode in ("full", "adapters"):
         if (root / f"finetune-{mode}" / "members.json").exists():
             lines.append(f"  generalist fine-tuned ({mode}), mean over {args.run.num_seeds} seed(s):")

@@ -211,14 +211,19 @@ def test_pipeline_end_to_end_writes_every_stage_and_resumes_without_redoing_them
     members = __import__("json").loads((root / "finetune-full" / "members.json").read_text())
     assert [m["arm"] for m in members] == [a["arm"] for a in experiment.finetune_arms(4)]
     assert (root / "finetune-adapters" / "eval.jsonl").exists() and (root / "pretrain" / "obs_stats.npz").exists()
+    # the collecting policies' own success is recorded beside the data (tiny: failures kept, so any rate)
+    records = __import__("json").loads((root / "data" / "collection.json").read_text())
+    for source in ("rl", "proxy"):
+        r = records[source]["square"]
+        assert r["episodes_kept"] == 4 and r["episodes_tried"] >= 4 and 0.0 <= r["success_rate"] <= 1.0, r
     capsys.readouterr()
     experiment.main(["--resume", str(root)])
     err = capsys.readouterr().err
     for phase in ("expert square", "pretrain", "finetune full", "finetune adapters"):
         assert f"{phase}: resuming" in err, err
-    assert "RLDG on insertion" in err
+    assert "RLDG on insertion" in err and "RL expert (stochastic) on square while collecting" in err, err
     table = rldg_compare.main(["--run", str(root)]).read_text()
-    assert "rl_on_proxy (full)" in table and "cells visited" in table
+    assert "rl_on_proxy (full)" in table and "cells visited" in table and "proxy on square while collecting" in table
 
 
 def test_missing_or_mismatched_dataset_is_a_clear_error(tmp_path):
