@@ -12,8 +12,9 @@ dataset (envs/metamath/expand.py) is built once and cached to `data/metamath/<na
 rebuilt with --rebuild); (4) for each split (random; grouped by the inlined theorem = unseen theorems) the
 model trains on the train part and is evaluated on valid and test: node accuracy and proof accuracy (every node
 of a graph right); (5) with --extract (`envs/metamath/extract.py`) the trained model predicts on every
-ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, the proofs refactored and the refactored database written
-and re-verified by our verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
+ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, instances of
+existing assertions dropped, the proofs refactored and the refactored database written and re-verified by our
+verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
 per split (`test_predictions_<split>.npz`), `refactored_<split>.mm`.
 
 CPU defaults depart from the reference's (embed 128, hidden 256, 10 layers, 4 graphs per batch, up to 500
@@ -170,7 +171,8 @@ def extract(args, cfg, vocab, params, db, path, data, budgets, split, log):
         res.update(metamath_ok=c["ok"], metamath_failing=sorted(c["failed"]))
     except FileNotFoundError as err:
         res.update(metamath_ok=None, metamath_failing=str(err))
-    log(f"[{split}] extraction: {counts}; {len(changed)} proofs refactored, nodes {before} -> {after} "
+    brief = {k: v for k, v in counts.items() if k != "instance_examples"}
+    log(f"[{split}] extraction: {brief}; {len(changed)} proofs refactored, nodes {before} -> {after} "
         f"(incl. new proofs); ours: {res['ours_failing']} failing of {len(ours)}, metamath ok: {res['metamath_ok']}")
     return res
 
