@@ -205,9 +205,10 @@ def verify_all_file(path):
 # each gives a candidate (its whole proof predicted) to test against tiny.mm, which lacks both statements.
 _ID_PROOF = ("wp wp wp wi wi wp wp wi wp wp ax-1 wp wp wp wi wp wi wi wp wp wp wi wi wp wp wi wi wp wp wp wi ax-1 "
              "wp wp wp wi wp ax-2 mp mp")
-_EXTRA = {"idpq": ("|- ( ( p -> q ) -> ( p -> q ) )", " ".join("wp wq wi" if t == "wp" else t for t in _ID_PROOF.split())),
-          "a1a1": ("|- ( p -> ( q -> ( r -> q ) ) )", "wq wr wq wi wi wp wq wr wq wi wi wi wq wr ax-1 "
-                                                        "wq wr wq wi wi wp ax-1 mp")}
+_EXTRA = {"idpq": ("|- ( ( p -> q ) -> ( p -> q ) )",
+                   " ".join("wp wq wi" if t == "wp" else t for t in _ID_PROOF.split())),
+          "a1a1": ("|- ( p -> ( q -> ( r -> q ) ) )",
+                   "wq wr wq wi wi wp wq wr wq wi wi wi wq wr ax-1 wq wr wq wi wi wp ax-1 mp")}
 
 
 def _extra_candidates(tmp_path):
