@@ -102,6 +102,18 @@ def dataset(args: Args, path: str, db, log):
     return cache.load(cpath, source=path), cpath
 
 
+def padding_budgets(data, graphs_per_batch: int) -> list:
+    """Six node budgets up to the largest batch of `graphs_per_batch` graphs the dataset can make, words twice
+    the mean per node (plus 8), the largest budget big enough for the wordiest nodes."""
+    sizes = np.diff(data["node_offsets"])
+    wsizes = np.diff(data["word_offsets"])
+    max_batch_nodes = int(np.sort(sizes)[-graphs_per_batch:].sum())
+    budgets = budgets_for(max_batch_nodes, float(wsizes.mean() * 2 + 8), graphs_per_batch,
+                          tiers=(1, 2, 4, 8, 16, 32))
+    budgets[-1] = budgets[-1]._replace(words=int(np.sort(wsizes)[-max_batch_nodes:].sum()) + 1)
+    return budgets
+
+
 def batches(data, idx, cfg, budgets, rng=None):
     idx = np.asarray(idx)
     if rng is not None:
@@ -198,12 +210,8 @@ def main(args: Args):
     data, cpath = dataset(args, path, db, log)
     vocab = len(data["header"]["vocab"])
     sizes = np.diff(data["node_offsets"])
-    wsizes = np.diff(data["word_offsets"])
     cfg = args.model
-    max_batch_nodes = int(np.sort(sizes)[-cfg.graphs_per_batch:].sum())
-    budgets = budgets_for(max_batch_nodes, float(wsizes.mean() * 2 + 8), cfg.graphs_per_batch,
-                          tiers=(1, 2, 4, 8, 16, 32))
-    budgets[-1] = budgets[-1]._replace(words=int(np.sort(wsizes)[-max_batch_nodes:].sum()) + 1)
+    budgets = padding_budgets(data, cfg.graphs_per_batch)
     results = dict(database=path, statements=len(db.statements), theorems=len(ver), failing=len(bad),
                    parse_s=t_parse, verify_s=t_verify, cache=cpath, graphs=int(len(sizes)),
                    mean_nodes=float(sizes.mean()), mean_positive=float(data["target"].mean()),
