@@ -27,7 +27,7 @@ PROVABLE = {"|-": "wff"}
 class Grammar:
     rules: dict          # typecode -> [(label, body symbols)]
     rule_type: dict      # label -> typecode
-    rule_vars: dict      # label -> its variables, in mandatory-$f order
+    rule_vars: dict      # label -> {variable: typecode}, in mandatory-$f order (its own $f)
     var_type: dict       # variable -> typecode (its first $f in the database)
 
 
@@ -43,7 +43,7 @@ def grammar(db: Database) -> Grammar:
             continue
         rules.setdefault(st.expr[0], []).append((st.label, st.expr[1:]))
         rule_type[st.label] = st.expr[0]
-        rule_vars[st.label] = tuple(db.statements[h].expr[1] for h in st.hyps)
+        rule_vars[st.label] = {db.statements[h].expr[1]: db.statements[h].expr[0] for h in st.hyps}
     return Grammar(rules, rule_type, rule_vars, var_type)
 
 
@@ -67,22 +67,22 @@ def parse_expr(g: Grammar, expr, var_type: dict | None = None):
         if i < len(toks) and vt.get(toks[i]) == t:
             out.append((toks[i], i + 1))
         for label, body in g.rules.get(t, ()):
-            for binds, end in seq(body, 0, i, {}):
+            for binds, end in seq(g.rule_vars[label], body, 0, i, {}):
                 out.append(((label,) + tuple(binds[v] for v in g.rule_vars[label]), end))
         busy.discard(key)
         memo[key] = out
         return out
 
-    def seq(body, k, i, binds):
+    def seq(rule_vars, body, k, i, binds):
         if k == len(body):
             yield binds, i
             return
         sym = body[k]
-        if sym in g.var_type and sym not in PROVABLE:     # a variable of the rule: a subtree of its typecode
-            for tree, j in at(g.var_type[sym], i):
-                yield from seq(body, k + 1, j, {**binds, sym: tree})
+        if sym in rule_vars:              # a variable of the rule: a subtree of its typecode
+            for tree, j in at(rule_vars[sym], i):
+                yield from seq(rule_vars, body, k + 1, j, {**binds, sym: tree})
         elif i < len(toks) and toks[i] == sym:
-            yield from seq(body, k + 1, i + 1, binds)
+            yield from seq(rule_vars, body, k + 1, i + 1, binds)
 
     full = [tree for tree, end in at(typ, 0) if end == len(toks)]
     return full[0] if len(full) == 1 else None
