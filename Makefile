@@ -23,7 +23,7 @@ $(error $(NO_PY))
 endif
 endif
 
-.PHONY: demo test bench clean metamath
+.PHONY: demo test bench bench-pyg clean metamath
 
 # An existing .venv is reused, whichever Python built it (`make clean` to change); otherwise it is made with the
 # Python found above. Then the tested set, exactly (requirements.lock), and the project on top without resolving.
@@ -60,6 +60,22 @@ $(PEERS)/.installed: benchmarks/requirements-peers.txt
 bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/sac.py --json runs/bench_sac.json
+
+# PyTorch Geometric, the peer of benchmarks/refactor_pyg.py (REFACTOR's GNN throughput), in its own venv too.
+PYG     := benchmarks/.venv-pyg
+$(PYG)/.installed: benchmarks/requirements-pyg.txt
+	$(if $(wildcard $(PYG)/bin/python),,$(if $(FOUND_PY),,$(error $(NO_PY))))
+	@[ -x $(PYG)/bin/python ] || $(FOUND_PY) -m venv $(PYG)
+	echo '*' > $(PYG)/.gitignore
+	$(PYG)/bin/pip install --quiet --upgrade pip
+	$(PYG)/bin/pip install --quiet -r benchmarks/requirements-pyg.txt
+	touch $@
+
+# Twice: each library's default threads, then both on one thread (the fairer figure on a loaded machine).
+bench-pyg: $(STAMP) $(PYG)/.installed metamath
+	$(BIN)/python benchmarks/refactor_pyg.py --json runs/bench_refactor_pyg_default.json
+	XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+		$(BIN)/python benchmarks/refactor_pyg.py --torch-threads 1 --json runs/bench_refactor_pyg_1thread.json
 
 # set.mm and the reference C verifier (Debian: metamath-databases, metamath) for REFACTOR, installed when absent.
 MM_PKGS := metamath-databases metamath

@@ -12,8 +12,9 @@ dataset (envs/metamath/expand.py) is built once and cached to `data/metamath/<na
 rebuilt with --rebuild); (4) for each split (random; grouped by the inlined theorem = unseen theorems) the
 model trains on the train part and is evaluated on valid and test: node accuracy and proof accuracy (every node
 of a graph right); (5) with --extract (`envs/metamath/extract.py`) the trained model predicts on every
-ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, the proofs refactored and the refactored database written
-and re-verified by our verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
+ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, instances of
+existing assertions dropped, the proofs refactored and the refactored database written and re-verified by our
+verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
 per split (`test_predictions_<split>.npz`), `refactored_<split>.mm`.
 
 CPU defaults depart from the reference's (embed 128, hidden 256, 10 layers, 4 graphs per batch, up to 500
@@ -101,6 +102,18 @@ def dataset(args: Args, path: str, db, log):
     return cache.load(cpath, source=path), cpath
 
 
+def padding_budgets(data, graphs_per_batch: int) -> list:
+    """Six node budgets up to the largest batch of `graphs_per_batch` graphs the dataset can make, words twice
+    the mean per node (plus 8), the largest budget big enough for the wordiest nodes."""
+    sizes = np.diff(data["node_offsets"])
+    wsizes = np.diff(data["word_offsets"])
+    max_batch_nodes = int(np.sort(sizes)[-graphs_per_batch:].sum())
+    budgets = budgets_for(max_batch_nodes, float(wsizes.mean() * 2 + 8), graphs_per_batch,
+                          tiers=(1, 2, 4, 8, 16, 32))
+    budgets[-1] = budgets[-1]._replace(words=int(np.sort(wsizes)[-max_batch_nodes:].sum()) + 1)
+    return budgets
+
+
 def batches(data, idx, cfg, budgets, rng=None):
     idx = np.asarray(idx)
     if rng is not None:
@@ -170,7 +183,8 @@ def extract(args, cfg, vocab, params, db, path, data, budgets, split, log):
         res.update(metamath_ok=c["ok"], metamath_failing=sorted(c["failed"]))
     except FileNotFoundError as err:
         res.update(metamath_ok=None, metamath_failing=str(err))
-    log(f"[{split}] extraction: {counts}; {len(changed)} proofs refactored, nodes {before} -> {after} "
+    brief = {k: v for k, v in counts.items() if k != "instance_examples"}
+    log(f"[{split}] extraction: {brief}; {len(changed)} proofs refactored, nodes {before} -> {after} "
         f"(incl. new proofs); ours: {res['ours_failing']} failing of {len(ours)}, metamath ok: {res['metamath_ok']}")
     return res
 
@@ -196,12 +210,8 @@ def main(args: Args):
     data, cpath = dataset(args, path, db, log)
     vocab = len(data["header"]["vocab"])
     sizes = np.diff(data["node_offsets"])
-    wsizes = np.diff(data["word_offsets"])
     cfg = args.model
-    max_batch_nodes = int(np.sort(sizes)[-cfg.graphs_per_batch:].sum())
-    budgets = budgets_for(max_batch_nodes, float(wsizes.mean() * 2 + 8), cfg.graphs_per_batch,
-                          tiers=(1, 2, 4, 8, 16, 32))
-    budgets[-1] = budgets[-1]._replace(words=int(np.sort(wsizes)[-max_batch_nodes:].sum()) + 1)
+    budgets = padding_budgets(data, cfg.graphs_per_batch)
     results = dict(database=path, statements=len(db.statements), theorems=len(ver), failing=len(bad),
                    parse_s=t_parse, verify_s=t_verify, cache=cpath, graphs=int(len(sizes)),
                    mean_nodes=float(sizes.mean()), mean_positive=float(data["target"].mean()),

@@ -161,7 +161,9 @@ def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, 
     cands = candidates(db, "id", t, pred)
     assert [" ".join(c.statement) for c in cands] == ["|- ( ( p -> ( p -> p ) ) -> ( p -> p ) )"]
     new, counts = new_theorems(db, cands)
-    assert counts["verified"] == counts["new"] == 1
+    # it is an instance of idi (q := ( p -> ( p -> p ) )), so not new; refactoring with it still works
+    assert counts["verified"] == counts["instance"] == 1 and counts["instances_of"] == {"idi": 1} and not new
+    new = cands
     # the theorem id itself, predicted whole inside idi's expansion, is found but is not new
     outer = raw["idi"]
     whole, target = expand(db, outer, outer.labels.index("id"), raw["id"])
@@ -195,3 +197,83 @@ def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, 
 def verify_all_file(path):
     from envs.metamath.verify import verify_all
     return verify_all(parse(path))
+
+
+# id's proof with every `wp` (the syntax proof of p) replaced by `wp wq wi` (of `( p -> q )`): a valid proof of the
+# instance of id under p := ( p -> q ). And a proof of ( p -> ( q -> ( r -> q ) ) ) by two ax-1 and mp, which is
+# no instance of anything in tiny.mm (ax-1 would need p = ( r -> q ); a1i needs a hypothesis). Appended to tiny.mm,
+# each gives a candidate (its whole proof predicted) to test against tiny.mm, which lacks both statements.
+_ID_PROOF = ("wp wp wp wi wi wp wp wi wp wp ax-1 wp wp wp wi wp wi wi wp wp wp wi wi wp wp wi wi wp wp wp wi ax-1 "
+             "wp wp wp wi wp ax-2 mp mp")
+_EXTRA = {"idpq": ("|- ( ( p -> q ) -> ( p -> q ) )",
+                   " ".join("wp wq wi" if t == "wp" else t for t in _ID_PROOF.split())),
+          "a1a1": ("|- ( p -> ( q -> ( r -> q ) ) )",
+                   "wq wr wq wi wi wp wq wr wq wi wi wi wq wr ax-1 wq wr wq wi wi wp ax-1 mp")}
+
+
+def _extra_candidates(tmp_path):
+    import dataclasses
+    from envs.metamath.extract import candidates
+    text = open(TINY).read() + "".join(f"\n{lab} $p {st} $= {pf} $.\n" for lab, (st, pf) in _EXTRA.items())
+    path = tmp_path / "tiny_extra.mm"
+    path.write_text(text)
+    ext = parse(str(path))
+    out = {}
+    for lab in _EXTRA:
+        t = trees(ext)[lab]
+        (c,) = candidates(ext, lab, t, [e[0] == "|-" for e in t.exprs])
+        assert " ".join(c.statement) == _EXTRA[lab][0] and c.hyps == ()
+        out[lab] = dataclasses.replace(c, source="syl")   # placed after syl in tiny.mm
+    return ext, out
+
+
+def test_instance_of_an_existing_theorem_is_dropped_and_a_non_instance_kept(db, tmp_path):
+    from envs.metamath.extract import new_theorems
+    ext, c = _extra_candidates(tmp_path)
+    # ( ( p -> q ) -> ( p -> q ) ) is id under p := ( p -> q ): dropped, counted in its own column
+    new, counts = new_theorems(db, [c["idpq"]])
+    assert (counts["verified"], counts["existing"], counts["instance"], counts["new"]) == (1, 0, 1, 0)
+    assert counts["instances_of"] == {"id": 1} and new == []
+    # ( p -> ( q -> ( r -> q ) ) ) is an instance of nothing in tiny.mm: kept
+    new, counts = new_theorems(db, [c["a1a1"]])
+    assert (counts["verified"], counts["instance"], counts["new"]) == (1, 0, 1) and new == [c["a1a1"]]
+    # in the database that states them, both are renamings of existing statements: "existing", not "instance"
+    _, counts = new_theorems(ext, list(c.values()))
+    assert (counts["existing"], counts["instance"], counts["new"]) == (2, 0, 0)
+    # a renaming of an earlier new candidate is still a duplicate; instances are dropped each time they occur
+    swap_e, swap_l = {"p": "r", "r": "p"}, {"wp": "wr", "wr": "wp"}      # p <-> r, in expressions and proof
+    t = c["a1a1"].tree
+    renamed = c["a1a1"].__class__(
+        tuple(swap_e.get(s, s) for s in c["a1a1"].statement), (),
+        t.__class__(tuple(swap_l.get(lab, lab) for lab in t.labels),
+                    tuple(tuple(swap_e.get(s, s) for s in e) for e in t.exprs), t.children), "syl")
+    new, counts = new_theorems(db, [c["a1a1"], c["idpq"], renamed, c["idpq"]])
+    assert (counts["verified"], counts["new"], counts["duplicate"], counts["instance"]) == (4, 1, 1, 2)
+    assert counts["instance_distinct"] == 1
+
+
+def test_instance_direction_typecodes_and_disjoint_variables(db):
+    from envs.metamath import syntax
+    g = syntax.grammar(db)
+    idx = syntax.InstanceIndex(db, g)
+
+    def stmt(concl, *hyps):
+        e = lambda s: tuple(s.split())  # noqa: E731
+        return syntax.Parsed("c", syntax.parse_expr(g, e(concl)), tuple(syntax.parse_expr(g, e(h)) for h in hyps),
+                             g.var_type)
+
+    general = {p.label: p for ps in idx.by_shape.values() for p in ps}
+    # mp: |- q from |- p and |- ( p -> q ). Its hypotheses must map INTO the candidate's (extra ones are allowed)
+    assert idx.find(stmt("|- ( q -> r )", "|- r", "|- ( r -> ( q -> r ) )"))[0] == "mp"
+    assert idx.find(stmt("|- ( q -> r )", "|- ( r -> ( q -> r ) )", "|- r", "|- p"))[0] == "mp"
+    assert idx.find(stmt("|- ( q -> r )", "|- ( r -> ( q -> r ) )")) is None   # assumes less than mp needs
+    # the inner modus ponens of id's proof is an instance of idi (q := ( p -> ( p -> p ) ))
+    assert idx.find(stmt("|- ( ( p -> ( p -> p ) ) -> ( p -> p ) )"))[0] == "idi"
+    # a variable binds a whole well-formed subexpression of its typecode, consistently
+    assert syntax.instance(g, general["id"], stmt("|- ( x = y -> x = y )")) == {"p": ("weq", "x", "y")}
+    assert syntax.instance(g, general["id"], stmt("|- ( ( p -> q ) -> ( q -> p ) )")) is None
+    # ax-d needs $d x y: x = x is no instance of it (same variable), nor is x = y without the $d
+    assert syntax.instance(g, general["ax-d"], stmt("|- ( x = x -> x = x )")) is None
+    assert syntax.instance(g, general["ax-d"], stmt("|- ( x = y -> x = y )")) is None
+    assert syntax.instance(g, general["ax-d"], stmt("|- ( x = y -> x = y )"), frozenset({("x", "y")})) is not None
+    assert syntax.parse_expr(g, tuple("|- ( p -> q".split())) is None        # not well formed: no tree

@@ -8,8 +8,15 @@ them kept whole. Variables keep the database's global `$f` (true in set.mm's pro
 The candidate is checked with `verify.check_tree` in a database extended by its hypotheses.
 
 Normalisation and deduplication (the reference's "standardization"): variables renamed in order of first
-appearance (per typecode), hypotheses in order; a candidate is new when its normalised (hypotheses, statement)
-matches no assertion of the database and no earlier candidate.
+appearance (per typecode), hypotheses in order; a candidate whose normalised (hypotheses, statement) matches an
+assertion of the database is "existing", one matching an earlier new candidate a "duplicate".
+
+Instances (`syntax.instance`, beyond the reference): a candidate that is a substitution instance of an assertion
+A of the database, i.e. σ(A's conclusion) is its conclusion and every `$e` of A under σ is one of its
+hypotheses (σ maps A's variables to well-formed expressions of their typecodes, A's `$d` kept), is provable in
+one step from A and so is not new either; it is counted in its own column. The propositional part of set.mm
+has ~1500 `|-` assertions; they are indexed by the shape of their conclusion's syntax tree (`InstanceIndex`),
+so each candidate is matched against a few hundred at most.
 
 Refactoring: each new theorem N's proof is a pattern (its variables' `$f` leaves and its `$e` leaves are
 holes); every proof stated after N's last dependency is rewritten bottom-up, each match replaced by one step
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from envs.metamath import syntax
 from envs.metamath.database import Database, MMError, Statement
 from envs.metamath.verify import ProofTree, check_tree
 
@@ -142,15 +150,29 @@ def verify_candidate(db: Database, cand: Candidate) -> str | None:
         return str(err)
 
 
-def new_theorems(db: Database, cands: list):
-    """(new verified candidates, counts): dedup by normalised form, existing assertions dropped."""
+def candidate_parsed(g: syntax.Grammar, cand: Candidate) -> syntax.Parsed | None:
+    """A candidate's statement as syntax trees (its variables typed by their first `$f`, as `with_hypotheses`)."""
+    concl = syntax.parse_expr(g, cand.statement)
+    hyps = tuple(syntax.parse_expr(g, h) for h in cand.hyps)
+    if concl is None or any(h is None for h in hyps):
+        return None
+    return syntax.Parsed(cand.source, concl, hyps, g.var_type)
+
+
+def new_theorems(db: Database, cands: list, index: syntax.InstanceIndex | None = None):
+    """(new verified candidates, counts). Each verified candidate is, in this order of tests:
+    `existing` (a renaming of an assertion of the database), `instance` (a substitution instance of one,
+    `syntax.instance`: provable in one step from it, candidates having no `$d`), `duplicate` (a renaming of an
+    earlier new candidate) or `new`. `unparsed` counts verified candidates whose statement the grammar does not
+    parse (they are kept as new: not shown to be instances)."""
+    index = syntax.InstanceIndex(db) if index is None else index
     existing = {}
     for st in db.assertions():
         e = [db.statements[h].expr for h in st.hyps if db.statements[h].kind == "e"]
         existing.setdefault(normalise(db, e, st.expr), st.label)
     seen, new = set(), []
-    counts = dict(candidates=len(cands), verified=0, existing=0, duplicate=0, new=0)
-    matched = {}
+    counts = dict(candidates=len(cands), verified=0, existing=0, instance=0, duplicate=0, new=0, unparsed=0)
+    matched, inst_of, inst_keys, examples = {}, {}, set(), []
     for c in cands:
         if verify_candidate(db, c) is not None:
             continue
@@ -160,6 +182,17 @@ def new_theorems(db: Database, cands: list):
             counts["existing"] += 1
             matched[existing[k]] = matched.get(existing[k], 0) + 1
             continue
+        p = candidate_parsed(index.g, c)
+        hit = index.find(p) if p is not None else None
+        counts["unparsed"] += p is None
+        if hit is not None:
+            counts["instance"] += 1
+            inst_of[hit[0]] = inst_of.get(hit[0], 0) + 1
+            inst_keys.add(k)
+            if len(examples) < 10:
+                examples.append(dict(statement=" ".join(c.statement), hyps=[" ".join(h) for h in c.hyps],
+                                     instance_of=hit[0]))
+            continue
         if k in seen:
             counts["duplicate"] += 1
             continue
@@ -167,6 +200,9 @@ def new_theorems(db: Database, cands: list):
         new.append(c)
     counts["new"] = len(new)
     counts["existing_theorems_rediscovered"] = len(matched)
+    counts["instance_distinct"] = len(inst_keys)
+    counts["instances_of"] = dict(sorted(inst_of.items(), key=lambda kv: -kv[1])[:10])
+    counts["instance_examples"] = examples
     return new, counts
 
 
