@@ -37,7 +37,6 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +48,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from algos import refactor as rf  # noqa: E402
+from benchmarks.peer_worker import PeerWorker  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from envs.metamath import cache, parse  # noqa: E402
 from experiments import refactor as exp  # noqa: E402
@@ -91,30 +91,12 @@ def write_unpadded(path: str, batches: list, params) -> dict:
     return dict(nodes=nodes, edges=edges)
 
 
-class PygWorker:
-    def __init__(self, python: pathlib.Path, log_path: str):
-        if not python.exists():
-            raise SystemExit(f"{python} not found: build the PyG venv with `make bench-pyg` "
-                             "(or pass --pyg-python /path/to/python with torch and torch_geometric)")
-        self.log_path, self.log = log_path, open(log_path, "w")
-        self.proc = subprocess.Popen([str(python), str(REPO / "benchmarks" / "refactor_pyg_worker.py")], cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-
-    def call(self, **msg):
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the PyG worker exited (status {self.proc.poll()}); its log: {self.log_path}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.log.close()
+def PygWorker(python: pathlib.Path, log_path: str) -> PeerWorker:
+    """PyTorch Geometric in its own venv: benchmarks/refactor_pyg_worker.py."""
+    if not python.exists():
+        raise SystemExit(f"{python} not found: build the PyG venv with `make bench-pyg` "
+                         "(or pass --pyg-python /path/to/python with torch and torch_geometric)")
+    return PeerWorker([str(python), str(REPO / "benchmarks" / "refactor_pyg_worker.py")], REPO, log_path, "PyG")
 
 
 def ours(cfg: rf.Config, vocab: int, padded: list, params):

@@ -54,7 +54,6 @@ import math
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -65,6 +64,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.peer_worker import PeerWorker  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -498,28 +498,9 @@ def worker_main():
         proto.write(json.dumps(reply) + "\n")
 
 
-class RejaxWorker:
-    def __init__(self, python: pathlib.Path, log_path: str):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen([str(python), str(pathlib.Path(__file__).resolve()), "--worker"], cwd=REPO,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-
-    def call(self, **msg):
-        self.proc.stdin.write(json.dumps(msg) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the rejax worker exited (status {self.proc.poll()}); its log: {self.log_path}")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(reply["error"])
-        return reply
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-        self.log.close()
+def RejaxWorker(python: pathlib.Path, log_path: str) -> PeerWorker:
+    """rejax in the peers' venv: this file run with --worker."""
+    return PeerWorker([str(python), str(pathlib.Path(__file__).resolve()), "--worker"], REPO, log_path, "rejax")
 
 
 # --------------------------------------------------------------------------------------------------------------
