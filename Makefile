@@ -26,13 +26,14 @@ endif
 .PHONY: demo test bench bench-pyg clean metamath
 
 # An existing .venv is reused, whichever Python built it (`make clean` to change); otherwise it is made with the
-# Python found above. Then the tested set, exactly (requirements.lock), and the project on top without resolving.
+# Python found above. Then the tested set, exactly (requirements.lock, the whole set: installed without resolving,
+# so that playground's unused warp-lang and mediapy stay out), and the project on top without resolving.
 $(STAMP): requirements.lock pyproject.toml
 	$(if $(wildcard $(BIN)/python),,$(if $(FOUND_PY),,$(error $(NO_PY))))
 	@if [ -x $(BIN)/python ]; then echo "updating $(VENV) ($$($(BIN)/python --version))"; \
 	else echo "building $(VENV) with $(FOUND_PY) ($$($(FOUND_PY) --version))" && $(FOUND_PY) -m venv $(VENV); fi
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

@@ -20,6 +20,10 @@ run. The persistent compilation cache is switched off so that compile times are 
     python benchmarks/envs.py                      # the defaults, ~5 minutes on a 2-core CPU
     python benchmarks/envs.py --envs pointmaze-umaze --batch-sizes 512 --json results.json
     python benchmarks/envs.py --envs insertion-square insertion-cross --batch-sizes 64   # peg insertion (RLDG)
+    python benchmarks/envs.py --dmc                # the DM Control tasks (MuJoCo Playground) only
+
+(The bare loop of a DM Control task steps Playground's MJX model `action_repeat * n_substeps` times per env step
+from the model's reference pose, without Playground's reset, reward or observation.)
 
 (The bare loop of an insertion env feeds the random numbers straight to its position servos as targets in
 metres and radians: the peg swings within the socket's reach and often rests on the table, so it too is only
@@ -47,9 +51,11 @@ import mujoco  # noqa: E402
 from mujoco import mjx  # noqa: E402
 
 import envs  # noqa: E402
+from envs.dmc import DmControl  # noqa: E402
 from envs.insertion import PegInsertion  # noqa: E402
 from envs.pointmaze_mjx import PointMazeMjx  # noqa: E402
 
+DMC_ENVS = [name for name in envs.registered() if name.startswith("dmc-")]
 DEFAULT_ENVS = ["pointmaze-umaze", "pointmaze-umaze-jax", "pointmaze-medium", "pointmaze-medium-jax",
                 "pointmaze-large", "pointmaze-large-jax", "inverted_pendulum", "ant"]
 
@@ -108,6 +114,10 @@ def bare_model(name: str) -> tuple[mjx.Model, jax.Array, int]:
     if isinstance(inner, PegInsertion):  # the peg 6 cm above the socket (the table's centre); targets = ctrl (m)
         _, model, _ = inner.compiled
         return model, jnp.array([0.0, 0.0, 0.085, 0.0]), inner.frame_skip
+    if isinstance(inner, DmControl):
+        playground = inner.playground_env
+        return (playground.mjx_model, jnp.asarray(playground.mj_model.qpos0),
+                playground.n_substeps * inner.action_repeat)
     if isinstance(inner, PointMazeMjx):
         _, model, _ = inner.compiled
         start = jnp.asarray(inner.spec.cell_center(inner.spec.find("S")))
@@ -175,9 +185,12 @@ def main():
                              "(default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls after the compiling one; best counts "
                                                                  "(default: %(default)s)")
+    parser.add_argument("--dmc", action="store_true", help=f"the DM Control tasks instead of --envs: {DMC_ENVS}")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare mjx.step baselines")
     parser.add_argument("--json", metavar="PATH", help="also write the machine info and rows to this JSON file")
     args = parser.parse_args()
+    if args.dmc:
+        args.envs = DMC_ENVS
     for name in args.envs:
         envs.env_class(name)  # fail fast, with the list of valid names
 

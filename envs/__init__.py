@@ -9,6 +9,8 @@ Names (see `envs.registered()`):
   hand-lift                                  MJX three-fingered hand with touch sensors lifting a ball (HATO)
   insertion-{square,rectangle,cross}         MJX peg insertion with mm clearance, the seen tasks (RLDG)
   insertion-tee                              the same with a T-shaped peg and a wider socket range: held out
+  dmc-{cheetah-run,walker-walk,hopper-hop,humanoid-stand}   DM Control Suite tasks from MuJoCo Playground (MJX
+                                             JAX implementation), action repeat 2 by default (envs/dmc.py)
 
 Heavy simulators are imported only when an env of theirs is made.
 """
@@ -34,6 +36,10 @@ for _name in ("ant", "halfcheetah", "hopper", "inverted_pendulum"):
 _REGISTRY["hand-lift"] = ("envs.hands:HandLift", {}, 60)
 for _task in ("square", "rectangle", "cross", "tee"):  # envs.insertion.TASKS (not imported here: it loads MJX)
     _REGISTRY[f"insertion-{_task}"] = ("envs.insertion:PegInsertion", {"variant": _task}, 100)
+# envs.dmc.TASKS (not imported here: it loads MJX); episode length 1000 control steps // action_repeat
+for _task, _playground in (("cheetah-run", "CheetahRun"), ("walker-walk", "WalkerWalk"), ("hopper-hop", "HopperHop"),
+                           ("humanoid-stand", "HumanoidStand")):
+    _REGISTRY[f"dmc-{_task}"] = ("envs.dmc:DmControl", {"task": _playground}, None)
 
 
 def registered() -> list[str]:
