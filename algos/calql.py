@@ -84,7 +84,7 @@ class HParams(sac.HParams):
     lagrange_lr: float = 3e-4
 
     RANGES = {"cql_alpha": "[0, inf)", "cql_temperature": "(0, inf)", "target_action_gap": "(-inf, inf)",
-              "lagrange_lr": "[0, inf)"}  # valid values (experiments/runner.py checks them); SAC's are inherited
+              "lagrange_lr": "[0, inf)"}  # valid values (experiments/runner/sweeps.py checks them); SAC's are inherited
 
 
 @struct.dataclass
