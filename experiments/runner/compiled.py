@@ -50,7 +50,8 @@ class Runner:
     `guarded_chunk(carry, hp, alive) -> (carry, metrics, finite)` is the compiled chunk of the whole population
     (`guard_chunk` per member, vmapped): members with `alive[i]` False, or that produce non-finite metrics or
     parameters, keep their carry. `train_chunk(carry, hp) -> (carry, metrics)` is the same program with every
-    member alive."""
+    member alive. `still_alive(alive, finite)` is the next chunk's alive mask, computed on device (so the host loop
+    can dispatch the next chunk before it has read this one's `finite`)."""
 
     def __init__(self, trainer: Trainer, population: Population):
         self.trainer = trainer
@@ -79,6 +80,8 @@ class Runner:
             self.guarded_chunk = lambda carry, hp, alive: chunk(carry, hp, alive, shared)
         self.evaluate = jax.jit(counted("evaluate", jax.vmap(trainer.evaluate)), in_shardings=(s, s, s),
                                 out_shardings=s)
+        self.still_alive = jax.jit(lambda alive, finite: alive & jnp.all(finite, axis=1), in_shardings=(s, s),
+                                   out_shardings=s)
         self.hparams = jax.device_put(population.hparams, s)
         self.all_alive = jax.device_put(np.ones(population.size, bool), s)
 

@@ -21,13 +21,23 @@ from .sweeps import Population
 
 
 def train(runner: Runner, trainer: Trainer, files: RunFiles, num_chunks: int, run: RunConfig,
-          start_chunk: int = 0, carry=None, description: str = "train", health: Health | None = None):
+          start_chunk: int = 0, carry=None, description: str = "train", health: Health | None = None,
+          overlap: bool = True):
     """The thin host loop. Returns the final carry; `health` (all alive by default) is updated in place.
 
     A member whose chunk produced non-finite metrics or parameters is frozen inside the compiled chunk (see
     `guard_chunk`); here it is marked diverged, logged once with "diverged": true and left out of later records.
     With `run.stop_on_divergence` the first divergence raises instead. When every member has diverged, the phase
-    is checkpointed and a `UserError` ends it."""
+    is checkpointed and a `UserError` ends it.
+
+    With `overlap` (the default), chunk k+1 is dispatched before chunk k's metrics are fetched and written (JAX
+    dispatches asynchronously), so logging, TensorBoard and the progress bar overlap with the device's compute.
+    Nothing the next chunk needs comes from the host: its alive mask is computed on device (`Runner.still_alive`),
+    and an evaluation due at chunk k is dispatched before chunk k+1 consumes (donates) the carry. A checkpoint
+    chunk is a barrier: its metrics are written and the health updated, then the carry is saved, before the next
+    dispatch. When chunk k's metrics show that every member has diverged, chunk k+1 (already dispatched) ran with
+    every member frozen, so its carry IS chunk k's: that is what is evaluated and saved as chunk k. The files
+    written are the same, byte for byte, as with `overlap=False` (write each chunk before dispatching the next)."""
     from tqdm import tqdm
 
     members = runner.population.members
@@ -38,12 +48,15 @@ def train(runner: Runner, trainer: Trainer, files: RunFiles, num_chunks: int, ru
     total = num_chunks * trainer.steps_per_chunk * runner.population.size
     bar = tqdm(total=total, initial=start_chunk * trainer.steps_per_chunk * runner.population.size,
                unit="step", unit_scale=True, desc=description, disable=not run.progress, dynamic_ncols=True)
-    for chunk in range(start_chunk + 1, num_chunks + 1):
-        alive_before = health.alive.copy()
-        carry, metrics, finite = runner.guarded_chunk(carry, runner.hparams,
-                                                      jax.device_put(alive_before, runner.sharding))
+
+    def saves(chunk: int) -> bool:
+        return chunk == num_chunks or bool(run.checkpoint_every and chunk % run.checkpoint_every == 0)
+
+    def write(chunk: int, metrics, finite, evaluation, carry) -> None:
+        """The host's part of `chunk`: fetch its metrics (and evaluation, if one was dispatched), mark new
+        divergences, write the logs, and save when due. `carry` is chunk's carry, or (overlapped) the next one's."""
         metrics, finite = _to_host(metrics), np.asarray(finite)
-        newly = alive_before & ~finite.all(axis=1)
+        newly = health.alive & ~finite.all(axis=1)
         if newly.any():
             if run.stop_on_divergence:
                 _stop_on_divergence(metrics, finite, chunk, members, newly)
@@ -52,26 +65,42 @@ def train(runner: Runner, trainer: Trainer, files: RunFiles, num_chunks: int, ru
                   ": frozen at its last finite state; the other members train on.", file=sys.stderr)
         env_steps = chunk * trainer.steps_per_chunk
         files.log(files.metrics, chunk, env_steps, members, metrics, ~health.alive)
-        pending = [i for i in range(len(members)) if not health.logged[i]]
-        if pending:
-            files.log_diverged(files.metrics, chunk, env_steps, members, metrics, pending, health, description)
-            health.logged[pending] = True
+        unmarked = [i for i in range(len(members)) if not health.logged[i]]
+        if unmarked:
+            files.log_diverged(files.metrics, chunk, env_steps, members, metrics, unmarked, health, description)
+            health.logged[unmarked] = True
         bar.update(trainer.steps_per_chunk * runner.population.size)
-        last = chunk == num_chunks or not health.alive.any()
-        if last or (run.eval_every and chunk % run.eval_every == 0):
-            ev = _to_host(runner.evaluate(carry, runner.eval_keys(chunk), runner.hparams))
+        all_diverged = not health.alive.any()
+        if evaluation is None and all_diverged:
+            evaluation = runner.evaluate(carry, runner.eval_keys(chunk), runner.hparams)
+        if evaluation is not None:
+            ev = _to_host(evaluation)
             files.log(files.evals, chunk, env_steps, members, ev, ~health.alive)
-            pending = [i for i in range(len(members)) if not health.eval_logged[i]]
-            if pending:
-                files.log_diverged(files.evals, chunk, env_steps, members, ev, pending, health)
-                health.eval_logged[pending] = True
-            if health.alive.any():
+            unmarked = [i for i in range(len(members)) if not health.eval_logged[i]]
+            if unmarked:
+                files.log_diverged(files.evals, chunk, env_steps, members, ev, unmarked, health)
+                health.eval_logged[unmarked] = True
+            if not all_diverged:
                 bar.set_postfix({k: f"{float(np.mean(v[health.alive])):.3g}" for k, v in ev.items()})
-        if last or (run.checkpoint_every and chunk % run.checkpoint_every == 0):
+        if all_diverged or saves(chunk):
             save_checkpoint(manager, chunk, carry)  # with the health (HealthManager)
-        if not health.alive.any():
+        if all_diverged:
             bar.close()
             raise UserError(all_diverged_message(description, health, members, chunk))
+
+    alive = jax.device_put(health.alive, runner.sharding)
+    pending = None  # (chunk, metrics, finite, evaluation): dispatched, not yet written
+    for chunk in range(start_chunk + 1, num_chunks + 1):
+        carry, metrics, finite = runner.guarded_chunk(carry, runner.hparams, alive)
+        alive = runner.still_alive(alive, finite)
+        evaluate = chunk == num_chunks or (run.eval_every and chunk % run.eval_every == 0)
+        evaluation = runner.evaluate(carry, runner.eval_keys(chunk), runner.hparams) if evaluate else None
+        if pending is not None:
+            write(*pending, carry)  # the previous chunk's, while this one computes
+        pending = (chunk, metrics, finite, evaluation)
+        if not overlap or saves(chunk):
+            write(*pending, carry)
+            pending = None
     bar.close()
     return carry
 
