@@ -23,7 +23,7 @@ $(error $(NO_PY))
 endif
 endif
 
-.PHONY: demo test bench bench-pyg clean metamath
+.PHONY: demo test bench bench-pyg bench-gpu cuda12 clean metamath
 
 # An existing .venv is reused, whichever Python built it (`make clean` to change); otherwise it is made with the
 # Python found above. Then the tested set, exactly (requirements.lock, the whole set: installed without resolving,
@@ -61,6 +61,15 @@ $(PEERS)/.installed: benchmarks/requirements-peers.txt
 bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/sac.py --json runs/bench_sac.json
+
+# The GPU path: JAX's CUDA 12 plugin at the version of the jax pin (pyproject's `cuda12` extra), into .venv.
+cuda12: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[cuda12]'
+
+# On a GPU, <= 8 minutes: SAC/RLPD vs brax's SAC on ant, population scaling, a paper-scale WSRL chunk, host time.
+# Refuses without a GPU (exit code 2); `python benchmarks/gpu.py --allow-cpu` is the smoke run.
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/gpu.py --json runs/bench_gpu.json
 
 # PyTorch Geometric, the peer of benchmarks/refactor_pyg.py (REFACTOR's GNN throughput), in its own venv too.
 PYG     := benchmarks/.venv-pyg

@@ -152,7 +152,7 @@ class HParams(sac.HParams):
     """Relative hysteresis: at a selection, switch from the acting agent c to the best agent k only if
     score_k < (1 - margin) * score_c. 0: plain argmin every selection period."""
 
-    # Valid values (experiments/runner.py checks them, per agent for the tuples; SAC's are inherited). fixed_agent
+    # Valid values (experiments/runner checks them, per agent for the tuples; SAC's are inherited). fixed_agent
     # must also be below the number of agents, which experiments/avtd.py checks.
     RANGES = {"layernorm": "[0, 1]", "critic_dropout": "[0, 1)", "critic_weight_decay": "[0, inf)",
               "validation_fraction": "[0, 1)", "fixed_agent": "[-1, inf) integer", "normalize_td": "[0, 1]",

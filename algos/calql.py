@@ -84,7 +84,7 @@ class HParams(sac.HParams):
     lagrange_lr: float = 3e-4
 
     RANGES = {"cql_alpha": "[0, inf)", "cql_temperature": "(0, inf)", "target_action_gap": "(-inf, inf)",
-              "lagrange_lr": "[0, inf)"}  # valid values (experiments/runner.py checks them); SAC's are inherited
+              "lagrange_lr": "[0, inf)"}  # valid values (experiments/runner/sweeps.py checks them); SAC's are inherited
 
 
 @struct.dataclass
@@ -177,7 +177,9 @@ def make_pretrain(cfg: Config, acfg: sac.Config, env: envs.Env):
     def init_carry(key, hp: HParams) -> Carry:
         k_agent, k_rng = jax.random.split(key)
         agent = sac.init_agent(k_agent, acfg, hp, env.observation_size, env.action_size)
-        alpha_prime_param = jnp.full((), LAGRANGE_INIT_PARAM)  # softplus(param) = 1, the reference's init
+        # softplus(param) = 1, the reference's init; float32, not weak-typed (a weak scalar in the carry makes the
+        # chunk's output type differ from its input's, and the pretrain chunk retraced)
+        alpha_prime_param = jnp.full((), LAGRANGE_INIT_PARAM, dtype=jnp.float32)
         return Carry(agent=agent, alpha_prime_param=alpha_prime_param,
                      alpha_prime_opt_state=sac.adam.init(alpha_prime_param), rng=k_rng,
                      num_updates=jnp.zeros((), jnp.int32))

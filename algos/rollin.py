@@ -207,7 +207,7 @@ class HParams(sac.HParams):
     advance_threshold: float = 0.8  # stage success needed to move on
     success_ema: float = 0.1  # EMA rate of the stage success (weight of each new episode)
 
-    # Valid values (experiments/runner.py checks them; SAC's are inherited). A threshold above 1 never advances.
+    # Valid values (experiments/runner/sweeps.py checks them; SAC's are inherited). A threshold above 1 never advances.
     RANGES = {"beta": "[0, 1]", "rollin_gamma": "[0, 1)", "advance_threshold": "[0, inf)", "success_ema": "(0, 1]"}
 
 

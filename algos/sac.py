@@ -115,7 +115,7 @@ class HParams:
     reward_bias: float = 0.0
     critic_weight_decay: float = 0.0
 
-    # Valid values, checked for every population member before compiling (experiments/runner.py): intervals,
+    # Valid values, checked for every population member before compiling (experiments/runner/sweeps.py): intervals,
     # "[" / "]" closed, "(" / ")" open. Subclasses add their own fields' ranges in their own RANGES.
     RANGES = {"actor_lr": "[0, inf)", "critic_lr": "[0, inf)", "temp_lr": "[0, inf)", "discount": "[0, 1)",
               "tau": "(0, 1]", "init_temperature": "(0, inf)", "reward_scale": "(-inf, inf)",

@@ -112,7 +112,7 @@ class SkillHParams:
     lr: float = 3e-4
     kl_coef: float = 0.1  # beta
 
-    RANGES = {"lr": "[0, inf)", "kl_coef": "[0, inf)"}  # valid values (experiments/runner.py checks them)
+    RANGES = {"lr": "[0, inf)", "kl_coef": "[0, inf)"}  # valid values (experiments/runner/sweeps.py checks them)
 
 
 @struct.dataclass

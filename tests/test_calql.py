@@ -130,3 +130,11 @@ def test_lagrange_cql_weight_starts_at_one_and_moves_with_the_gap():
     carry_fixed, new_fixed, m_fixed = _calql_step(False, gap_target=0.8)
     np.testing.assert_allclose(m_fixed["cql_loss"], 5.0 * m_fixed["cql_gap"], rtol=1e-5)
     assert float(new_fixed.alpha_prime_param) == float(carry_fixed.alpha_prime_param)
+
+
+def test_the_lagrange_parameter_is_a_strong_float32_so_the_pretrain_chunk_traces_once():
+    """A weak-typed scalar in the carry comes back strong from the chunk: the chunk's input and output types then
+    differ, and jit traces it again (it was traced 3 times). The initial carry holds a strong float32."""
+    init, _, _ = calql.make_pretrain(calql.Config(lagrange=True), CFG, _FakeEnv())
+    param = jax.eval_shape(init, jax.random.PRNGKey(0), calql.HParams()).alpha_prime_param
+    assert param.dtype == jnp.float32 and not param.weak_type

@@ -236,11 +236,11 @@ def test_resume_of_a_run_killed_in_either_phase_is_exact(tmp_path, first_run, mo
         if step == chunk and Path(str(manager.directory)).parent.name == phase:
             raise _Killed
 
-    monkeypatch.setattr(runner, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(runner.loop, "save_checkpoint", save_then_die)
     run_dir = tmp_path / "killed"
     with pytest.raises(_Killed):
         experiment.main(argv + ["--checkpoint-every", "1", "--run-dir", str(run_dir)])
-    monkeypatch.setattr(runner, "save_checkpoint", save)
+    monkeypatch.setattr(runner.loop, "save_checkpoint", save)
     capsys.readouterr()
     assert experiment.main(["--resume", str(run_dir)]) == run_dir
     err = capsys.readouterr().err
