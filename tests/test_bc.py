@@ -142,10 +142,12 @@ def test_trainer_compiles_once_evaluates_and_vmaps_like_single_runs(fork_env, fo
     assert np.all(np.asarray(metrics["num_updates"]) == 4 * cfg.updates_per_chunk)
     # Member 1 of the population equals a single run with seed 1, to float rounding. Only over a short run: the
     # AdaCat fit of the clipped actions (point masses at ±1) amplifies rounding differences of ~1e-8 to ~1e-2 in
-    # about 40 Adam steps at this learning rate, so a longer comparison would test chaos, not the vmap.
+    # about 40 Adam steps at this learning rate, so a longer comparison would test chaos, not the vmap. After these
+    # 20 steps one parameter differed by 2.6e-5 on another 2-core machine (2026-12-02), so atol is 1e-4; member 0
+    # against seed 1 differs by 0.12 (checked), and the last assert checks that two seeds do differ.
     _, alone, alone_metrics = train(cfg, data, fork_env, chunks=4, seed=1)
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(carry.params)):
-        np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[1]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a[0]), np.asarray(b[1]), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(alone_metrics["train_loss_per_dim"][0], metrics["train_loss_per_dim"][1], rtol=1e-5)
     assert abs(float(metrics["train_loss_per_dim"][0] - metrics["train_loss_per_dim"][1])) > 1e-4  # seeds differ
 
