@@ -62,9 +62,12 @@ bench: $(STAMP) $(PEERS)/.installed
 	$(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/sac.py --json runs/bench_sac.json
 
-# The GPU path: JAX's CUDA 12 plugin at the version of the jax pin (pyproject's `cuda12` extra), into .venv.
+# The GPU path: JAX's CUDA 12 plugin at the version of the jax pin (pyproject's `cuda12` extra), into .venv. Only
+# that requirement is resolved (the plugin needs its NVIDIA wheels): `pip install -e '.[cuda12]'` would resolve the
+# whole project again and pull in playground's warp-lang and mediapy, which the --no-deps lock install leaves out.
+JAX_PIN = $(shell sed -n 's/^jax==//p' requirements.lock)
 cuda12: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[cuda12]'
+	$(BIN)/pip install --quiet 'jax[cuda12]==$(JAX_PIN)'
 
 # On a GPU, <= 8 minutes: SAC/RLPD vs brax's SAC on ant, population scaling, a paper-scale WSRL chunk, host time.
 # Refuses without a GPU (exit code 2); `python benchmarks/gpu.py --allow-cpu` is the smoke run.

@@ -36,7 +36,8 @@ for _name in ("ant", "halfcheetah", "hopper", "inverted_pendulum"):
 _REGISTRY["hand-lift"] = ("envs.hands:HandLift", {}, 60)
 for _task in ("square", "rectangle", "cross", "tee"):  # envs.insertion.TASKS (not imported here: it loads MJX)
     _REGISTRY[f"insertion-{_task}"] = ("envs.insertion:PegInsertion", {"variant": _task}, 100)
-# envs.dmc.TASKS (not imported here: it loads MJX); episode length 1000 control steps // action_repeat
+# Playground's DM Control task names (envs.dmc is not imported here: it loads MJX); episode length is the env's
+# default_max_steps, 1000 control steps // action_repeat
 for _task, _playground in (("cheetah-run", "CheetahRun"), ("walker-walk", "WalkerWalk"), ("hopper-hop", "HopperHop"),
                            ("humanoid-stand", "HumanoidStand")):
     _REGISTRY[f"dmc-{_task}"] = ("envs.dmc:DmControl", {"task": _playground}, None)
