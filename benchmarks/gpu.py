@@ -15,7 +15,7 @@ Sections (each a compiled program, compile time measured apart, then timed in `-
 It refuses to run without a GPU (exit code 2) unless `--allow-cpu` is given, which also shrinks every size to a
 smoke test (seconds, not minutes: the figures then mean nothing). Writes `--json` and prints a RESULTS.md section.
 
-    make bench-gpu                                   # = python benchmarks/gpu.py --json benchmarks/gpu.json
+    make bench-gpu                                   # = python benchmarks/gpu.py --json runs/bench_gpu.json
     python benchmarks/gpu.py --allow-cpu --json /tmp/gpu.json   # the smoke run
 """
 
