@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .config import Trainer, UserError, expand_preset, num_chunks_for, presets_help, validate_run
+from . import distributed
+from .config import LAUNCH_FIELDS, Trainer, UserError, expand_preset, num_chunks_for, presets_help, validate_run
 from .loop import run_phase
 from .rundirs import _args_to_json, load_run_args, open_run
 from .sweeps import check_sweep_argv, make_population, make_sweep_type, parse_sweep
@@ -37,7 +38,7 @@ def resume_changes(given: dict, defaults: dict, saved: dict) -> dict[tuple, tupl
     """path -> (saved, given) for every setting that the command line sets (differs from the defaults) to
     something other than the saved run's value."""
     given, defaults, saved = _flat(given), _flat(defaults), _flat(saved)
-    skip = {("run", "resume"), ("run", "run_dir")}
+    skip = {("run", "resume"), ("run", "run_dir"), *(("run", name) for name in LAUNCH_FIELDS)}
     return {p: (saved.get(p), v) for p, v in given.items()
             if p not in skip and v != defaults.get(p) and v != saved.get(p)}
 
@@ -86,7 +87,8 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
             raise UserError(f"Cannot resume {root} with changed settings: {listed}. A resume continues the run with "
                             f"its saved configuration and may change only {' and '.join(RESUME_MAY_CHANGE.values())}"
                             f". Start a new run (without --resume) to change anything else.")
-        run = dataclasses.replace(saved_args.run, resume=str(root), run_dir=str(root))
+        run = dataclasses.replace(saved_args.run, resume=str(root), run_dir=str(root),
+                                  **{name: getattr(args.run, name) for name in LAUNCH_FIELDS})
         for (_, name), (old, new) in changes.items():
             if name == "total_steps" and new < old:
                 raise UserError(f"Cannot resume {root} with --total-steps {new}: the run's budget is {old} steps "
@@ -119,18 +121,24 @@ def exits_on_user_error(fn: Callable) -> Callable:
 def main(experiment: str, args_cls: type, build: Callable[[Any], Trainer], argv: list[str] | None = None,
          description: str | None = None, presets: dict | None = None) -> Path:
     """Parse the CLI (with `presets`, see `parse_args`), check every member's hyperparameters, build, train, log,
-    checkpoint and plot. Returns the run directory."""
+    checkpoint and plot. Returns the run directory. With distributed settings (see `distributed`), this process
+    joins a multi-process run first: every process runs all of this, process 0 alone writes the files."""
     args, sweep, settings, resuming = parse_args(args_cls, argv, description, presets)
+    distributed.initialize(args.run)  # before anything touches a device; nothing at all without its settings
     population = make_population(args.hp, settings, args.run.seed, args.run.num_seeds)  # checks every member
+    distributed.check_population(population.size)
     try:
         trainer = build(args)
     except ValueError as e:  # bad env names, bad static config
         raise UserError(str(e)) from None
     num_chunks = num_chunks_for(args.run, trainer.steps_per_chunk)
+    if resuming:  # every process reads the same config.json, so all of them refuse together
+        distributed.check_topology(args.run.resume, load_run_args(args.run.resume, args_cls)[2].get("topology"),
+                                   distributed.topology(population.size))
     root = open_run(experiment, args, sweep, population, resuming)
     if resuming and not (root / "checkpoints").is_dir():
         raise UserError(f"Cannot resume: {root} holds no checkpoints/ directory (the run was killed before "
                         f"its first save); start it again without --resume.")
     run_phase(experiment, trainer, population, root, args.run, num_chunks)
-    print(f"done: {root}/curves.png, {root}/eval.jsonl", file=sys.stderr)
+    distributed.say(f"done: {root}/curves.png, {root}/eval.jsonl")
     return root
