@@ -31,11 +31,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_env(base: dict, address: str, n: int, i: int, cpu_devices: int) -> dict:
-    """The environment of process `i` of `n`: the distributed settings, unbuffered output, and with
-    `cpu_devices` > 0, the CPU platform with that many devices per process."""
+def process_env(base: dict, address: str, n: int, i: int, cpu_devices: int, gpus_per_process: int = 0) -> dict:
+    """The environment of process `i` of `n`: the distributed settings, unbuffered output; with `cpu_devices` > 0,
+    the CPU platform with that many devices per process; with `gpus_per_process` > 0, the GPUs i*k..i*k+k-1
+    ($JAX_LOCAL_DEVICE_IDS, read by jax.distributed.initialize; untested here, no GPU)."""
     env = {**base, "JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": str(n), "JAX_PROCESS_ID": str(i),
            "PYTHONUNBUFFERED": "1"}
+    if gpus_per_process > 0:
+        env["JAX_LOCAL_DEVICE_IDS"] = ",".join(str(i * gpus_per_process + j) for j in range(gpus_per_process))
     if cpu_devices > 0:
         flags = [f for f in env.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
         env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={cpu_devices}"])
@@ -72,14 +75,14 @@ def stop_all(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
             p.wait()
 
 
-def launch(n: int, command: list[str], cpu_devices: int = 0, port: int = 0) -> int:
+def launch(n: int, command: list[str], cpu_devices: int = 0, port: int = 0, gpus_per_process: int = 0) -> int:
     """Run `command` (a script and its flags, run with this Python) as processes 0..n-1; the exit status."""
     address = f"127.0.0.1:{port or free_port()}"
     print(f"launch: {n} processes, coordinator {address}: {' '.join(command)}", file=sys.stderr, flush=True)
     procs, streams = [], []
     for i in range(n):
         p = subprocess.Popen([sys.executable, *command], env=process_env(dict(os.environ), address, n, i,
-                                                                          cpu_devices),
+                                                                          cpu_devices, gpus_per_process),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         procs.append(p)
         streams.append(threading.Thread(target=_stream, args=(p, f"[{i}] "), daemon=True))
@@ -119,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="run on the CPU with this many devices per process (XLA_FLAGS "
                              "--xla_force_host_platform_device_count); 0: leave the platform as it is")
+    parser.add_argument("--gpus-per-process", type=int, default=0,
+                        help="give process i the GPUs i*K..i*K+K-1 ($JAX_LOCAL_DEVICE_IDS); 0: every process sees "
+                             "all of them (untested here: no GPU)")
     parser.add_argument("--port", type=int, default=0, help="the coordinator's loopback port (default: a free one)")
     parser.add_argument("command", nargs=argparse.REMAINDER,
                         help="the experiment script and its flags, e.g. experiments/sac.py --num-seeds 4")
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"-n must be at least 1, got {args.num_processes}")
     if not args.command:
         parser.error("give the experiment script to run, e.g. experiments/sac.py --num-seeds 4")
-    return launch(args.num_processes, args.command, args.cpu_devices, args.port)
+    return launch(args.num_processes, args.command, args.cpu_devices, args.port, args.gpus_per_process)
 
 
 if __name__ == "__main__":
