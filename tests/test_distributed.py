@@ -171,3 +171,20 @@ def test_unreachable_coordinator_fails_with_one_paragraph_in_bounded_time(tmp_pa
         f"not register with the coordinator (coordinator {address}, 2 processes). Check that process 0")
     assert "Check failure stack trace" not in done.stderr
     assert seconds < 30, seconds
+
+
+def test_launcher_stops_the_others_when_one_fails(tmp_path):
+    """Process 1 exits with status 3 while process 0 would sleep a minute: the launcher stops process 0 and exits
+    with 3 at once, each line prefixed with its process id (no JAX involved)."""
+    script = tmp_path / "child.py"
+    script.write_text("import os, sys, time\npid = os.environ['JAX_PROCESS_ID']\n"
+                      "print('hello from', pid, os.environ['JAX_NUM_PROCESSES'], os.environ['XLA_FLAGS'])\n"
+                      "sys.exit(3) if pid == '1' else time.sleep(60)\n")
+    start = time.time()
+    done = subprocess.run([sys.executable, "-m", "experiments.launch", "-n", "2", "--cpu-devices", "2",
+                           str(script)], cwd=REPO, env=BASE_ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert time.time() - start < 20
+    for i in range(2):
+        assert f"[{i}] hello from {i} 2 --xla_force_host_platform_device_count=2" in done.stdout
+    assert "launch: process 1 exited with status 3; stopping the others." in done.stderr
