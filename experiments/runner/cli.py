@@ -49,7 +49,9 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
 
     `presets` ({name: Preset or [flags]}; "cpu" is the default) adds `--preset NAME` (see `expand_preset`) and
     lists them in --help. On resume, flags other than `RESUME_MAY_CHANGE` that differ from the saved run are
-    refused by name; a larger `--total-steps` extends the run (config.json is updated by `open_run`)."""
+    refused by name; a larger `--total-steps` extends the run (config.json is updated by `open_run`). With
+    distributed settings (flags or environment, see `distributed`), this process then joins the multi-process run,
+    before anything touches a device; without them, jax.distributed is not called at all."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -96,6 +98,7 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
             run = dataclasses.replace(run, **{name: new})
         args, sweep = dataclasses.replace(saved_args, run=run), saved_sweep
     validate_run(args.run)
+    distributed.initialize(args.run)  # before anything touches a device; nothing at all without its settings
     return args, sweep, parse_sweep(sweep, args.hp), resuming
 
 
@@ -124,17 +127,12 @@ def main(experiment: str, args_cls: type, build: Callable[[Any], Trainer], argv:
     checkpoint and plot. Returns the run directory. With distributed settings (see `distributed`), this process
     joins a multi-process run first: every process runs all of this, process 0 alone writes the files."""
     args, sweep, settings, resuming = parse_args(args_cls, argv, description, presets)
-    distributed.initialize(args.run)  # before anything touches a device; nothing at all without its settings
     population = make_population(args.hp, settings, args.run.seed, args.run.num_seeds)  # checks every member
-    distributed.check_population(population.size)
     try:
         trainer = build(args)
     except ValueError as e:  # bad env names, bad static config
         raise UserError(str(e)) from None
     num_chunks = num_chunks_for(args.run, trainer.steps_per_chunk)
-    if resuming:  # every process reads the same config.json, so all of them refuse together
-        distributed.check_topology(args.run.resume, load_run_args(args.run.resume, args_cls)[2].get("topology"),
-                                   distributed.topology(population.size))
     root = open_run(experiment, args, sweep, population, resuming)
     if resuming and not (root / "checkpoints").is_dir():
         raise UserError(f"Cannot resume: {root} holds no checkpoints/ directory (the run was killed before "

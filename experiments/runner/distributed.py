@@ -100,6 +100,8 @@ def initialize(run: RunConfig) -> bool:
     launch = resolve_launch(run)
     if not (launch.active or run.distributed):
         return False
+    if jax.distributed.is_initialized():
+        return True  # joined already (a second parse in the same process)
     check_launch(launch, auto=run.distributed)
     if run.distributed_timeout < 1:
         raise UserError(f"--distributed-timeout must be at least 1 second, got {run.distributed_timeout}.")

@@ -89,11 +89,15 @@ def open_run(experiment: str, args, sweep, population: Population, resuming: boo
     """The run directory: the resumed one, or a new one with config.json written (never an existing one).
 
     Resuming with a larger --total-steps (an extension) rewrites the resumed config.json's budget, atomically, and
-    appends {"from", "to", "time"} to its "extended" list."""
+    appends {"from", "to", "time"} to its "extended" list. A multi-process run is refused, before anything is
+    written, when its population does not split evenly over the devices, and a resume when the run was saved by
+    another topology (processes, devices, population); every process checks the same, so all of them refuse."""
+    distributed.check_population(population.size)
     if resuming:
         root = Path(args.run.resume)
         cfg_file = root / "config.json"
         config = json.loads(cfg_file.read_text())
+        distributed.check_topology(root, config.get("topology"), distributed.topology(population.size))
         old = config["args"]["run"]["total_steps"]
         if args.run.total_steps != old and distributed.is_primary():
             config["args"]["run"]["total_steps"] = args.run.total_steps
