@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,6 +50,34 @@ def records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def test_no_distributed_setting_calls_nothing(monkeypatch):
+    """Without flags or $JAX_* settings a run is one process: jax.distributed is not even called."""
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    called = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(a))
+    assert runner.distributed.initialize(runner.RunConfig()) is False
+    assert called == [] and not jax.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("flags, env, message", [
+    (dict(num_processes=2, process_id=0), {}, "--coordinator-address missing"),
+    (dict(coordinator_address="h:1"), {"JAX_NUM_PROCESSES": "2"}, "coordinator_address, num_processes given, "
+                                                                   "--process-id missing"),
+    (dict(coordinator_address="h:1", num_processes=2), {"JAX_PROCESS_ID": "5"}, "--process-id 5 is out of range"),
+    (dict(coordinator_address="nohost", num_processes=2, process_id=1), {}, "must be host:port (process 0's host, a free port), got 'nohost'"),
+    (dict(coordinator_address="h:1", num_processes=0, process_id=0), {"JAX_NUM_PROCESSES": "x"}, "$JAX_NUM_PROC"),
+])
+def test_bad_settings_are_refused_before_connecting(monkeypatch, flags, env, message):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: pytest.fail("must not connect"))
+    with pytest.raises(runner.UserError, match=re.escape(message)):
+        runner.distributed.initialize(runner.RunConfig(**flags))
+
+
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory) -> Path:
     """The uninterrupted two-process run (1 CPU device each, members 0-1 on process 0, 2-3 on process 1)."""
@@ -59,6 +88,7 @@ def two_process_run(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one_process(two_process_run, tmp_path):
     """Same per-member metrics, evaluations and final parameters as ONE process with two CPU devices (2 members
     per device in both: the same per-device program). Tolerance: exact equality of the logs (JSON floats) and of
@@ -105,6 +135,7 @@ runner.main("sac", sac.Args, sac.build, argv=sys.argv[3:])
 """
 
 
+@pytest.mark.slow
 def test_killed_two_process_run_resumes_to_the_uninterrupted_one(two_process_run, tmp_path):
     killed, marker, port = tmp_path / "killed", tmp_path / "stopped", free_port()
     procs = [subprocess.Popen([sys.executable, "-c", _STOPPING_DRIVER, str(marker), str(REPO), *COMMON,
@@ -132,6 +163,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_one(two_process_run
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+@pytest.mark.slow
 def test_resume_on_another_topology_says_what_was_saved_and_what_runs(two_process_run):
     done = subprocess.run([sys.executable, SCRIPT, "--resume", str(two_process_run)], cwd=REPO, env=BASE_ENV,
                           capture_output=True, text=True, timeout=120)
@@ -158,17 +190,22 @@ def test_process_id_out_of_range_fails_at_once(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_unreachable_coordinator_fails_with_one_paragraph_in_bounded_time(tmp_path):
-    """Nothing listens at the coordinator's port: after --distributed-timeout (3 s) one paragraph, status 2 (XLA
-    itself would abort with a C++ stack trace, and only after its own, longer, timeout)."""
+@pytest.mark.slow
+@pytest.mark.parametrize("pid, role", [
+    (1, "this process (id 1) could not register with the coordinator"),
+    (0, "this process (id 0) hosts the coordinator and the others never all joined")])
+def test_unreachable_coordinator_fails_with_one_paragraph_in_bounded_time(tmp_path, pid, role):
+    """Nothing listens at the coordinator's port (id 1), or process 1 never comes (id 0): after
+    --distributed-timeout (3 s) one paragraph, status 2 (XLA itself would abort with a C++ stack trace, and only
+    after its own, longer, timeout)."""
     address = f"127.0.0.1:{free_port()}"
-    done, seconds = _run_alone("--coordinator-address", address, "--num-processes", "2", "--process-id", "1",
+    done, seconds = _run_alone("--coordinator-address", address, "--num-processes", "2", "--process-id", str(pid),
                                "--distributed-timeout", "3", "--run-dir", str(tmp_path / "run"))
     assert done.returncode == 2, done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [errors[0]] and errors[0].startswith(
-        "error: the multi-process run did not start within --distributed-timeout 3 s: this process (id 1) could "
-        f"not register with the coordinator (coordinator {address}, 2 processes). Check that process 0")
+        f"error: the multi-process run did not start within --distributed-timeout 3 s: {role} "
+        f"(coordinator {address}, 2 processes). Check that process 0")
     assert "Check failure stack trace" not in done.stderr
     assert seconds < 30, seconds
 
