@@ -225,3 +225,24 @@ def test_launcher_stops_the_others_when_one_fails(tmp_path):
     for i in range(2):
         assert f"[{i}] hello from {i} 2 --xla_force_host_platform_device_count=2" in done.stdout
     assert "launch: process 1 exited with status 3; stopping the others." in done.stderr
+
+
+def test_launcher_ctrl_c_stops_every_process(tmp_path):
+    """SIGINT (Ctrl-C) to the launcher: both children are stopped and the launcher exits with 130."""
+    script = tmp_path / "child.py"
+    script.write_text("import os, sys, time\nfrom pathlib import Path\n"
+                      f"Path({str(tmp_path)!r}, 'pid' + os.environ['JAX_PROCESS_ID']).write_text(str(os.getpid()))\n"
+                      "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.launch", "-n", "2", str(script)], cwd=REPO,
+                            env=BASE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_files = [tmp_path / "pid0", tmp_path / "pid1"]
+    deadline = time.time() + 30
+    while time.time() < deadline and not all(f.exists() and f.read_text() for f in pid_files):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "launch: interrupted; stopping every process." in err
+    for f in pid_files:
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(f.read_text()), 0)
