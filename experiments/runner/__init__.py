@@ -30,14 +30,19 @@ does the rest:
   CPU, to one run of budget N); any other changed flag on resume is refused, by name.
 - Optional Weights & Biases logging (`--wandb-project`): one wandb run per member and phase, grouped by the run
   directory, with the run's config and the member's hyperparameters attached.
+- Multi-process runs (`jax.distributed`): `--coordinator-address`, `--num-processes`, `--process-id` (or their
+  $JAX_* variables, or `--distributed` to have them detected on SLURM/TPU/Kubernetes): the population is sharded
+  over the global mesh of every process's devices, process 0 alone writes logs and plots, checkpoints are orbax
+  multi-process saves; `python -m experiments.launch -n 2 experiments/sac.py ...` tries it on one machine.
 
 The package's files, one seam each: config (RunConfig, Trainer, UserError, presets), sweeps (populations),
-compiled (Runner, guard_chunk), health, logs (RunFiles, WandbLogger), checkpoints, plots, rundirs, loop (train,
-run_phase) and cli (parse_args, main). Every name is re-exported here: `from experiments import runner;
-runner.X` works for all of them.
+compiled (Runner, guard_chunk), health, distributed (multi-process runs), logs (RunFiles, WandbLogger),
+checkpoints, plots, rundirs, loop (train, run_phase) and cli (parse_args, main). Every name is re-exported
+here: `from experiments import runner; runner.X` works for all of them.
 """
 
 from .config import (  # noqa: F401
+    LAUNCH_FIELDS,
     Preset,
     RunConfig,
     Trainer,
@@ -50,6 +55,7 @@ from .config import (  # noqa: F401
     presets_help,
     validate_run,
 )
+from . import distributed  # noqa: F401
 from .sweeps import (  # noqa: F401
     DEFAULT_RANGES,
     Interval,
@@ -76,6 +82,7 @@ from .health import (  # noqa: F401
     all_diverged_message,
 )
 from .logs import (  # noqa: F401
+    QuietFiles,
     RunFiles,
     WandbLogger,
 )

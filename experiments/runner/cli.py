@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from .config import Trainer, UserError, expand_preset, num_chunks_for, presets_help, validate_run
+from . import distributed
+from .config import LAUNCH_FIELDS, Trainer, UserError, expand_preset, num_chunks_for, presets_help, validate_run
 from .loop import run_phase
 from .rundirs import _args_to_json, load_run_args, open_run
 from .sweeps import check_sweep_argv, make_population, make_sweep_type, parse_sweep
@@ -37,7 +38,7 @@ def resume_changes(given: dict, defaults: dict, saved: dict) -> dict[tuple, tupl
     """path -> (saved, given) for every setting that the command line sets (differs from the defaults) to
     something other than the saved run's value."""
     given, defaults, saved = _flat(given), _flat(defaults), _flat(saved)
-    skip = {("run", "resume"), ("run", "run_dir")}
+    skip = {("run", "resume"), ("run", "run_dir"), *(("run", name) for name in LAUNCH_FIELDS)}
     return {p: (saved.get(p), v) for p, v in given.items()
             if p not in skip and v != defaults.get(p) and v != saved.get(p)}
 
@@ -48,7 +49,9 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
 
     `presets` ({name: Preset or [flags]}; "cpu" is the default) adds `--preset NAME` (see `expand_preset`) and
     lists them in --help. On resume, flags other than `RESUME_MAY_CHANGE` that differ from the saved run are
-    refused by name; a larger `--total-steps` extends the run (config.json is updated by `open_run`)."""
+    refused by name; a larger `--total-steps` extends the run (config.json is updated by `open_run`). With
+    distributed settings (flags or environment, see `distributed`), this process then joins the multi-process run,
+    before anything touches a device; without them, jax.distributed is not called at all."""
     import tyro
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -86,7 +89,8 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
             raise UserError(f"Cannot resume {root} with changed settings: {listed}. A resume continues the run with "
                             f"its saved configuration and may change only {' and '.join(RESUME_MAY_CHANGE.values())}"
                             f". Start a new run (without --resume) to change anything else.")
-        run = dataclasses.replace(saved_args.run, resume=str(root), run_dir=str(root))
+        run = dataclasses.replace(saved_args.run, resume=str(root), run_dir=str(root),
+                                  **{name: getattr(args.run, name) for name in LAUNCH_FIELDS})
         for (_, name), (old, new) in changes.items():
             if name == "total_steps" and new < old:
                 raise UserError(f"Cannot resume {root} with --total-steps {new}: the run's budget is {old} steps "
@@ -94,6 +98,7 @@ def parse_args(args_cls: type, argv: list[str] | None = None, description: str |
             run = dataclasses.replace(run, **{name: new})
         args, sweep = dataclasses.replace(saved_args, run=run), saved_sweep
     validate_run(args.run)
+    distributed.initialize(args.run)  # before anything touches a device; nothing at all without its settings
     return args, sweep, parse_sweep(sweep, args.hp), resuming
 
 
@@ -119,7 +124,8 @@ def exits_on_user_error(fn: Callable) -> Callable:
 def main(experiment: str, args_cls: type, build: Callable[[Any], Trainer], argv: list[str] | None = None,
          description: str | None = None, presets: dict | None = None) -> Path:
     """Parse the CLI (with `presets`, see `parse_args`), check every member's hyperparameters, build, train, log,
-    checkpoint and plot. Returns the run directory."""
+    checkpoint and plot. Returns the run directory. With distributed settings (see `distributed`), this process
+    joins a multi-process run first: every process runs all of this, process 0 alone writes the files."""
     args, sweep, settings, resuming = parse_args(args_cls, argv, description, presets)
     population = make_population(args.hp, settings, args.run.seed, args.run.num_seeds)  # checks every member
     try:
@@ -132,5 +138,5 @@ def main(experiment: str, args_cls: type, build: Callable[[Any], Trainer], argv:
         raise UserError(f"Cannot resume: {root} holds no checkpoints/ directory (the run was killed before "
                         f"its first save); start it again without --resume.")
     run_phase(experiment, trainer, population, root, args.run, num_chunks)
-    print(f"done: {root}/curves.png, {root}/eval.jsonl", file=sys.stderr)
+    distributed.say(f"done: {root}/curves.png, {root}/eval.jsonl")
     return root

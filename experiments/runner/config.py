@@ -44,6 +44,23 @@ class RunConfig:
     """Also log to Weights & Biases under this project: one wandb run per member (and phase), grouped by the run
     directory, with the config and the member's hyperparameters. Needs `pip install 'headstart[wandb]'`; set
     WANDB_MODE=offline to write locally only. Empty: off."""
+    coordinator_address: str = ""
+    """Multi-process run (jax.distributed): host:port of process 0's coordinator, the same for every process
+    (default: $JAX_COORDINATOR_ADDRESS). With no distributed setting at all the run is one process, as always."""
+    num_processes: int = 0
+    """Multi-process run: how many processes form the run (default: $JAX_NUM_PROCESSES; 0 = not set)."""
+    process_id: int = -1
+    """Multi-process run: this process's id in 0..num-processes-1; 0 writes the logs (default: $JAX_PROCESS_ID;
+    -1 = not set)."""
+    distributed: bool = False
+    """Join a multi-process run whose settings jax.distributed detects from the launcher (SLURM, TPU pod,
+    Kubernetes, Open MPI), for those not given above."""
+    distributed_timeout: int = 120
+    """Seconds to wait for every process to join the coordinator before failing with an explanation."""
+
+
+# How this process joins a run, not what the run is: taken from the command line on --resume, never compared.
+LAUNCH_FIELDS = ("coordinator_address", "num_processes", "process_id", "distributed", "distributed_timeout")
 
 
 class Trainer(NamedTuple):

@@ -90,6 +90,20 @@ class RunFiles:
             self.wandb.close()
 
 
+class QuietFiles(RunFiles):
+    """The run files of a multi-process run's processes other than 0: the same paths, nothing written (process 0
+    writes every member's records, gathered from all processes)."""
+
+    def __init__(self, root: Path):
+        super().__init__(root, tensorboard=False)
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def log_diverged(self, *args, **kwargs):
+        pass
+
+
 class WandbLogger:
     """One Weights & Biases run per member of one phase: group = the run directory's name (the whole sweep),
     job_type = the phase, config = the run's config.json plus the member's own hyperparameters and seed. Run ids

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 
+from . import distributed
 from .config import UserError
 from .sweeps import Population, make_sweep_type, parse_sweep
 
@@ -65,16 +66,22 @@ def load_run_args(run_dir: str | os.PathLike, args_cls: type) -> tuple[Any, list
 
 
 def prepare_run_dir(experiment: str, args) -> Path:
+    """The new run's directory, created empty (refused if it holds anything). In a multi-process run every process
+    gets process 0's name (the default one holds a timestamp) and checks it before process 0 creates it, so that
+    all of them refuse together."""
     run = args.run
     if run.run_dir:
         root = Path(run.run_dir)
     else:
         env = getattr(args, "env", "run")
         root = Path("runs") / f"{experiment}-{env}-{time.strftime('%Y%m%d-%H%M%S')}"
+    root = Path(distributed.broadcast_text(str(root)))
     if root.exists() and any(root.iterdir()):
         raise UserError(f"The run directory {root} already exists and is not empty; refusing to overwrite it. "
                         f"Pass --resume {root} to continue that run, or choose another --run-dir.")
-    root.mkdir(parents=True, exist_ok=True)
+    distributed.barrier("run_dir checked")
+    if distributed.is_primary():
+        root.mkdir(parents=True, exist_ok=True)
     return root
 
 
@@ -82,13 +89,17 @@ def open_run(experiment: str, args, sweep, population: Population, resuming: boo
     """The run directory: the resumed one, or a new one with config.json written (never an existing one).
 
     Resuming with a larger --total-steps (an extension) rewrites the resumed config.json's budget, atomically, and
-    appends {"from", "to", "time"} to its "extended" list."""
+    appends {"from", "to", "time"} to its "extended" list. A multi-process run is refused, before anything is
+    written, when its population does not split evenly over the devices, and a resume when the run was saved by
+    another topology (processes, devices, population); every process checks the same, so all of them refuse."""
+    distributed.check_population(population.size)
     if resuming:
         root = Path(args.run.resume)
         cfg_file = root / "config.json"
         config = json.loads(cfg_file.read_text())
+        distributed.check_topology(root, config.get("topology"), distributed.topology(population.size))
         old = config["args"]["run"]["total_steps"]
-        if args.run.total_steps != old:
+        if args.run.total_steps != old and distributed.is_primary():
             config["args"]["run"]["total_steps"] = args.run.total_steps
             config.setdefault("extended", []).append({"from": old, "to": args.run.total_steps,
                                                       "time": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -97,9 +108,13 @@ def open_run(experiment: str, args, sweep, population: Population, resuming: boo
             os.replace(tmp, cfg_file)
             print(f"{experiment}: extending {root} from {old} to {args.run.total_steps} steps per member.",
                   file=sys.stderr)
+        distributed.barrier("config extended")
         return root
     root = prepare_run_dir(experiment, args)
     config = {"experiment": experiment, "args": _args_to_json(args), "sweep": dataclasses.asdict(sweep),
-              "members": population.members, "devices": [str(d) for d in jax.devices()]}
-    (root / "config.json").write_text(json.dumps(config, indent=2))
+              "members": population.members, "devices": [str(d) for d in jax.devices()],
+              "topology": distributed.topology(population.size)}
+    if distributed.is_primary():
+        (root / "config.json").write_text(json.dumps(config, indent=2))
+    distributed.barrier("config written")
     return root
