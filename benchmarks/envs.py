@@ -23,7 +23,10 @@ run. The persistent compilation cache is switched off so that compile times are 
     python benchmarks/envs.py --dmc                # the DM Control tasks (MuJoCo Playground) only
 
 (The bare loop of a DM Control task steps Playground's MJX model `action_repeat * n_substeps` times per env step
-from the model's reference pose, without Playground's reset, reward or observation.)
+from the model's reference pose, without Playground's reset, reward or observation. `--playground` adds a third
+program for DM Control tasks, "Playground alone": Playground's own `step`, `action_repeat` times per env step,
+vmapped over the batch from its own reset, with none of our wrappers (no NaN guard, time limit, auto-reset or
+statistics), which splits the gap to the bare loop into Playground's task and ours.)
 
 (The bare loop of an insertion env feeds the random numbers straight to its position servos as targets in
 metres and radians: the peg swings within the socket's reach and often rests on the table, so it too is only
@@ -147,6 +150,28 @@ def bare_rollout(name: str, batch: int, steps: int):
     return run
 
 
+def playground_rollout(name: str, batch: int, steps: int):
+    """Playground's own env, `action_repeat` of its steps per env step, vmapped: a DM Control task without ours."""
+    inner = envs.make(name).unwrapped
+    playground, repeat = inner.playground_env, inner.action_repeat
+
+    def one_env_step(state, action):
+        return jax.lax.scan(lambda s, _: (playground.step(s, action), None), state, None, length=repeat)[0]
+
+    def run(key):
+        reset_key, action_key = jax.random.split(key)
+        state = jax.vmap(playground.reset)(jax.random.split(reset_key, batch))
+
+        def step(state, k):
+            action = jax.random.uniform(k, (batch, playground.action_size), minval=-1.0, maxval=1.0)
+            return jax.vmap(one_env_step)(state, action), None
+
+        state, _ = jax.lax.scan(step, state, jax.random.split(action_key, steps))
+        return checksum(state.data)
+
+    return run
+
+
 def has_bare(name: str) -> bool:
     return not name.endswith("-jax")
 
@@ -156,15 +181,18 @@ def fmt_rate(x: float | None) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| env | batch | env steps/s | bare mjx.step steps/s | overhead | compile env / bare (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    alone = any(r.get("playground_steps_per_s") for r in rows)
+    lines = ["| env | batch | env steps/s | bare mjx.step steps/s | overhead | compile env / bare (s) |"
+             + (" Playground alone steps/s |" if alone else ""),
+             "|---|---:|---:|---:|---:|---:|" + ("---:|" if alone else "")]
     for r in rows:
         overhead = "—" if r["bare_steps_per_s"] is None else f"{r['overhead_pct']:+.0f}%"
         compile_s = f"{r['env_compile_s']:.1f}"
         if r["bare_compile_s"] is not None:
             compile_s += f" / {r['bare_compile_s']:.1f}"
         lines.append(f"| {r['env']} | {r['batch']} | {fmt_rate(r['env_steps_per_s'])} | "
-                     f"{fmt_rate(r['bare_steps_per_s'])} | {overhead} | {compile_s} |")
+                     f"{fmt_rate(r['bare_steps_per_s'])} | {overhead} | {compile_s} |"
+                     + (f" {fmt_rate(r.get('playground_steps_per_s'))} |" if alone else ""))
     return "\n".join(lines)
 
 
@@ -187,6 +215,8 @@ def main():
                                                                  "(default: %(default)s)")
     parser.add_argument("--dmc", action="store_true", help=f"the DM Control tasks instead of --envs: {DMC_ENVS}")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare mjx.step baselines")
+    parser.add_argument("--playground", action="store_true",
+                        help="DM Control tasks: also time Playground's env alone, without our wrappers")
     parser.add_argument("--json", metavar="PATH", help="also write the machine info and rows to this JSON file")
     args = parser.parse_args()
     if args.dmc:
@@ -207,12 +237,15 @@ def main():
             programs = {"env": env_rollout(name, batch, steps)}
             if has_bare(name) and not args.no_bare:
                 programs["bare"] = bare_rollout(name, batch, steps)
+            if args.playground and name in DMC_ENVS:
+                programs["playground"] = playground_rollout(name, batch, steps)
             timings = time_programs(programs, key, batch * steps, args.repeats)
             ours, bare = timings["env"], timings.get("bare")
             row = {"env": name, "batch": batch, "env_steps_per_s": ours.steps_per_s, "env_compile_s": ours.compile_s,
                    "bare_steps_per_s": None if bare is None else bare.steps_per_s,
                    "bare_compile_s": None if bare is None else bare.compile_s,
-                   "overhead_pct": None if bare is None else 100 * (bare.steps_per_s / ours.steps_per_s - 1)}
+                   "overhead_pct": None if bare is None else 100 * (bare.steps_per_s / ours.steps_per_s - 1),
+                   "playground_steps_per_s": timings["playground"].steps_per_s if "playground" in timings else None}
             rows.append(row)
             print(markdown_table([row]).splitlines()[-1], flush=True)
     print()
