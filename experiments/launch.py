@@ -80,18 +80,21 @@ def launch(n: int, command: list[str], cpu_devices: int = 0, port: int = 0, gpus
     address = f"127.0.0.1:{port or free_port()}"
     print(f"launch: {n} processes, coordinator {address}: {' '.join(command)}", file=sys.stderr, flush=True)
     procs, streams = [], []
-    for i in range(n):
-        p = subprocess.Popen([sys.executable, *command], env=process_env(dict(os.environ), address, n, i,
-                                                                          cpu_devices, gpus_per_process),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        procs.append(p)
-        streams.append(threading.Thread(target=_stream, args=(p, f"[{i}] "), daemon=True))
-        streams[-1].start()
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt
+    # Both explicitly: a process started with SIGINT ignored (a background job of a script, a pytest-xdist
+    # worker) inherits SIG_IGN, and Python then never raises KeyboardInterrupt for Ctrl-C.
+    signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        for i in range(n):
+            p = subprocess.Popen([sys.executable, *command], env=process_env(dict(os.environ), address, n, i,
+                                                                              cpu_devices, gpus_per_process),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            procs.append(p)
+            streams.append(threading.Thread(target=_stream, args=(p, f"[{i}] "), daemon=True))
+            streams[-1].start()
         while True:
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
