@@ -78,7 +78,6 @@ from .health import (  # noqa: F401
     Health,
     _not_finite,
     _stop_on_divergence,
-    _to_host,
     all_diverged_message,
 )
 from .logs import (  # noqa: F401

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import numpy as np
 
 from .config import UserError
-
-
-def _to_host(tree) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in jax.device_get(tree).items()}
 
 
 @dataclasses.dataclass
