@@ -209,6 +209,9 @@ _EXTRA = {"idpq": ("|- ( ( p -> q ) -> ( p -> q ) )",
                    " ".join("wp wq wi" if t == "wp" else t for t in _ID_PROOF.split())),
           "a1a1": ("|- ( p -> ( q -> ( r -> q ) ) )",
                    "wq wr wq wi wi wp wq wr wq wi wi wi wq wr ax-1 wq wr wq wi wi wp ax-1 mp")}
+# a1a1 under r := ( p -> q ): an instance of a1a1 (a new candidate) and of nothing in tiny.mm
+_EXTRA["a1a1pq"] = ("|- ( p -> ( q -> ( ( p -> q ) -> q ) ) )",
+                    " ".join("wp wq wi" if t == "wr" else t for t in _EXTRA["a1a1"][1].split()))
 
 
 def _extra_candidates(tmp_path):
@@ -239,7 +242,7 @@ def test_instance_of_an_existing_theorem_is_dropped_and_a_non_instance_kept(db, 
     assert (counts["verified"], counts["instance"], counts["new"]) == (1, 0, 1) and new == [c["a1a1"]]
     # in the database that states them, both are renamings of existing statements: "existing", not "instance"
     _, counts = new_theorems(ext, list(c.values()))
-    assert (counts["existing"], counts["instance"], counts["new"]) == (2, 0, 0)
+    assert (counts["existing"], counts["instance"], counts["new"]) == (3, 0, 0)
     # a renaming of an earlier new candidate is still a duplicate; instances are dropped each time they occur
     swap_e, swap_l = {"p": "r", "r": "p"}, {"wp": "wr", "wr": "wp"}      # p <-> r, in expressions and proof
     t = c["a1a1"].tree
@@ -250,6 +253,16 @@ def test_instance_of_an_existing_theorem_is_dropped_and_a_non_instance_kept(db, 
     new, counts = new_theorems(db, [c["a1a1"], c["idpq"], renamed, c["idpq"]])
     assert (counts["verified"], counts["new"], counts["duplicate"], counts["instance"]) == (4, 1, 1, 2)
     assert counts["instance_distinct"] == 1
+
+
+def test_instance_of_another_new_candidate_is_dropped_and_the_general_one_kept(db, tmp_path):
+    from envs.metamath.extract import new_theorems
+    _, c = _extra_candidates(tmp_path)
+    new, counts = new_theorems(db, [c["a1a1pq"]])       # alone: new (tiny.mm has nothing it instantiates)
+    assert (counts["instance"], counts["instance_of_new"], counts["new"]) == (0, 0, 1)
+    for order in ([c["a1a1pq"], c["a1a1"]], [c["a1a1"], c["a1a1pq"]]):   # with a1a1: the general one stays
+        new, counts = new_theorems(db, order)
+        assert (counts["verified"], counts["instance_of_new"], counts["new"]) == (2, 1, 1) and new == [c["a1a1"]]
 
 
 def test_instance_direction_typecodes_and_disjoint_variables(db):

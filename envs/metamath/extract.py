@@ -14,7 +14,8 @@ assertion of the database is "existing", one matching an earlier new candidate a
 Instances (`syntax.instance`, beyond the reference): a candidate that is a substitution instance of an assertion
 A of the database, i.e. σ(A's conclusion) is its conclusion and every `$e` of A under σ is one of its
 hypotheses (σ maps A's variables to well-formed expressions of their typecodes, A's `$d` kept), is provable in
-one step from A and so is not new either; it is counted in its own column. The propositional part of set.mm
+one step from A and so is not new either; it is counted in its own column. Likewise a candidate that is an
+instance of another new candidate (`instance_of_new`): only the most general of them are kept. The propositional part of set.mm
 has ~1500 `|-` assertions; they are indexed by the shape of their conclusion's syntax tree (`InstanceIndex`),
 so each candidate is matched against a few hundred at most.
 
@@ -163,8 +164,9 @@ def new_theorems(db: Database, cands: list, index: syntax.InstanceIndex | None =
     """(new verified candidates, counts). Each verified candidate is, in this order of tests:
     `existing` (a renaming of an assertion of the database), `instance` (a substitution instance of one,
     `syntax.instance`: provable in one step from it, candidates having no `$d`), `duplicate` (a renaming of an
-    earlier new candidate) or `new`. `unparsed` counts verified candidates whose statement the grammar does not
-    parse (they are kept as new: not shown to be instances)."""
+    earlier new candidate) or `new`; then a new one that is an instance of another new one is dropped as well
+    (`instance_of_new`, `_drop_instances_of_each_other`). `unparsed` counts verified candidates whose statement
+    the grammar does not parse (they are kept as new: not shown to be instances)."""
     index = syntax.InstanceIndex(db) if index is None else index
     existing = {}
     for st in db.assertions():
@@ -198,12 +200,32 @@ def new_theorems(db: Database, cands: list, index: syntax.InstanceIndex | None =
             continue
         seen.add(k)
         new.append(c)
+    new, counts["instance_of_new"] = _drop_instances_of_each_other(index.g, new)
     counts["new"] = len(new)
     counts["existing_theorems_rediscovered"] = len(matched)
     counts["instance_distinct"] = len(inst_keys)
     counts["instances_of"] = dict(sorted(inst_of.items(), key=lambda kv: -kv[1])[:10])
     counts["instance_examples"] = examples
     return new, counts
+
+
+def _drop_instances_of_each_other(g: syntax.Grammar, new: list) -> tuple[list, int]:
+    """The new candidates less those that are instances of another new one, and how many were dropped.
+
+    `a` is dropped when it is an instance of some `b` that is strictly more general (`b` no instance of `a`) or,
+    for mutual instances, earlier in the list. Instances compose, so each dropped candidate is an instance of a
+    kept one: the kept ones are the most general, and one step of a kept one proves each dropped one."""
+    parsed = [candidate_parsed(g, c) for c in new]
+    parsed = [None if p is None else dataclasses.replace(p, label=i) for i, p in enumerate(parsed)]
+    index = syntax.InstanceIndex.of(g, [p for p in parsed if p is not None])
+    by_label = {p.label: p for p in parsed if p is not None}
+    kept = []
+    for i, (cand, p) in enumerate(zip(new, parsed)):
+        if p is not None and any(j != i and (j < i or syntax.instance(g, p, by_label[j]) is None)
+                                 for j, _ in index.hits(p)):
+            continue
+        kept.append(cand)
+    return kept, len(new) - len(kept)
 
 
 def _match(db, pat: ProofTree, pvars, tree: ProofTree, pi: int, ti: int, bind: dict) -> bool:

@@ -207,11 +207,26 @@ class InstanceIndex:
             out.extend(self.by_shape.get(k, ()))
         return out
 
-    def find(self, specific: Parsed, specific_dvs=frozenset()):
-        """(label of the first assertion, in database order, that `specific` is an instance of, σ) or None."""
+    @classmethod
+    def of(cls, g: Grammar, statements: list) -> "InstanceIndex":
+        """An index over the given `Parsed` statements (not a database's); their order is the list's."""
+        self = cls.__new__(cls)
+        self.g, self.by_shape, self.unparsed = g, {}, []
+        self.order = {p.label: i for i, p in enumerate(statements)}
+        for p in statements:
+            self.by_shape.setdefault(_shape(p.conclusion), []).append(p)
+        return self
+
+    def hits(self, specific: Parsed, specific_dvs=frozenset()) -> list:
+        """Every (label, σ) of an indexed statement that `specific` is an instance of."""
         hits = []
         for general in self.candidates(specific.conclusion):
             sigma = instance(self.g, general, specific, specific_dvs)
             if sigma is not None:
                 hits.append((general.label, sigma))
+        return hits
+
+    def find(self, specific: Parsed, specific_dvs=frozenset()):
+        """(label of the first assertion, in database order, that `specific` is an instance of, σ) or None."""
+        hits = self.hits(specific, specific_dvs)
         return min(hits, key=lambda h: self.order[h[0]]) if hits else None
