@@ -13,7 +13,7 @@ rebuilt with --rebuild); (4) for each split (random; grouped by the inlined theo
 model trains on the train part and is evaluated on valid and test: node accuracy and proof accuracy (every node
 of a graph right); (5) with --extract (`envs/metamath/extract.py`) the trained model predicts on every
 ORIGINAL proof of the database, as the paper's section 4.2; candidates are verified, deduplicated, instances of
-existing assertions dropped, the proofs refactored and the refactored database written and re-verified by our
+existing assertions and of other new candidates dropped, the proofs refactored and the refactored database written and re-verified by our
 verifier and by the C `metamath`). Written to --out: `results.json`, the test predictions
 per split (`test_predictions_<split>.npz`), `refactored_<split>.mm`.
 
