@@ -9,7 +9,7 @@ Names (see `envs.registered()`):
   hand-lift                                  MJX three-fingered hand with touch sensors lifting a ball (HATO)
   insertion-{square,rectangle,cross}         MJX peg insertion with mm clearance, the seen tasks (RLDG)
   insertion-tee                              the same with a T-shaped peg and a wider socket range: held out
-  dmc-{cheetah-run,walker-walk,hopper-hop,humanoid-stand}   DM Control Suite tasks from MuJoCo Playground (MJX
+  dmc-{cheetah-run,walker-walk,hopper-hop,humanoid-stand,quadruped-run}   DM Control Suite tasks from MuJoCo Playground (MJX
                                              JAX implementation), action repeat 2 by default (envs/dmc.py)
 
 Heavy simulators are imported only when an env of theirs is made.
@@ -39,7 +39,7 @@ for _task in ("square", "rectangle", "cross", "tee"):  # envs.insertion.TASKS (n
 # Playground's DM Control task names (envs.dmc is not imported here: it loads MJX); episode length is the env's
 # default_max_steps, 1000 control steps // action_repeat
 for _task, _playground in (("cheetah-run", "CheetahRun"), ("walker-walk", "WalkerWalk"), ("hopper-hop", "HopperHop"),
-                           ("humanoid-stand", "HumanoidStand")):
+                           ("humanoid-stand", "HumanoidStand"), ("quadruped-run", "QuadrupedRun")):
     _REGISTRY[f"dmc-{_task}"] = ("envs.dmc:DmControl", {"task": _playground}, None)
 
 

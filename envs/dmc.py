@@ -9,8 +9,9 @@ imports them.) `envs.make` adds our `TimeLimit`, and `make_vec` our `AutoReset`/
 
 Registered names (envs/__init__.py), Playground's task in brackets: dmc-cheetah-run (CheetahRun), dmc-walker-walk
 (WalkerWalk), dmc-hopper-hop (HopperHop), dmc-humanoid-stand (HumanoidStand). Playground 0.2.0, the newest
-release on the index, has no quadruped (its `dm_control_suite.ALL_ENVS` lists none), so dmc-quadruped-run is
-not registered.
+release on the index, has no quadruped (its `dm_control_suite.ALL_ENVS` lists none): dmc-quadruped-run
+(QuadrupedRun) is headstart's port of DM Control's task in Playground's env interface, `envs/dmc_quadruped.py`
+(DM Control's own MJCF, read from the pinned `dm_control` wheel).
 
 Where this departs from DM Control (dm_control's `suite.load`):
 - Physics is Playground's port: same MJCF and rewards, MJX's JAX solver; Playground steps humanoid at
@@ -51,9 +52,14 @@ def playground_environment(task: str):
     `ensure_compile_time_eval`, so its model arrays are concrete even when first built inside a trace)."""
     from mujoco_playground import dm_control_suite  # heavy import, only when a DMC env is made
 
-    if task not in dm_control_suite.ALL_ENVS:
-        raise ValueError(f"MuJoCo Playground has no DM Control task {task!r}; it has {list(dm_control_suite.ALL_ENVS)}.")
+    if task not in (*dm_control_suite.ALL_ENVS, "QuadrupedRun"):
+        raise ValueError(f"MuJoCo Playground has no DM Control task {task!r}; it has "
+                         f"{list(dm_control_suite.ALL_ENVS)}, and headstart adds 'QuadrupedRun' (envs/dmc_quadruped.py).")
     with jax.ensure_compile_time_eval():
+        if task == "QuadrupedRun":
+            from envs.dmc_quadruped import QuadrupedRun
+
+            return QuadrupedRun()
         return dm_control_suite.load(task, config_overrides={"impl": "jax"})
 
 

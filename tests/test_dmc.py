@@ -5,7 +5,9 @@ task, walker-walk, is compiled and stepped: a jitted reset plus a `lax.scan` of 
 through `make_vec` (TimeLimit, VmapAutoReset, EpisodeStats), shared by the tests below. Compiling a DMC task costs
 60-160 s on this 2-core CPU (cold cache; walker-walk is the cheapest, humanoid-stand the dearest), and the wrapper
 under test is one class for all of them, so compiling the other three would re-test the same code at 5x the cost.
-Whole file: 2 min 36 s here (beside a benchmark), of which 89 s compile walker-walk's rollout.
+Whole file: 2 min 36 s here (beside a benchmark), of which 89 s compile walker-walk's rollout. dmc-quadruped-run,
+headstart's own port (envs/dmc_quadruped.py), is compiled too (reset and 40 steps, ~90 s): its reset, observations
+and reward are ours, so they are checked against MuJoCo C and DM Control's formulas.
 (tests/test_envs.py also traces every registered env through the API.)
 """
 
@@ -22,12 +24,12 @@ from envs.dmc import DmControl
 DMC = [name for name in envs.registered() if name.startswith("dmc-")]
 # (observation size, action size) of Playground 0.2.0's tasks
 SIZES = {"dmc-cheetah-run": (17, 6), "dmc-walker-walk": (24, 6), "dmc-hopper-hop": (15, 4),
-         "dmc-humanoid-stand": (67, 21)}
+         "dmc-humanoid-stand": (67, 21), "dmc-quadruped-run": (78, 12)}
 STEPPED, BATCH, EPISODE, STEPS, REPEAT = "dmc-walker-walk", 2, 3, 7, 2
 
 
 def test_the_issue_s_tasks_are_registered():
-    assert DMC == sorted(SIZES)  # no quadruped: Playground 0.2.0 has none (envs/dmc.py)
+    assert DMC == sorted(SIZES)  # quadruped-run is ours (envs/dmc_quadruped.py): Playground 0.2.0 has none
 
 
 @pytest.mark.parametrize("name", DMC)
@@ -57,8 +59,8 @@ def test_episode_is_1000_control_steps_over_the_action_repeat():
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="action_repeat must be a positive integer"):
         envs.make(STEPPED, action_repeat=0)
-    with pytest.raises(ValueError, match="no DM Control task 'QuadrupedRun'"):
-        DmControl(task="QuadrupedRun")
+    with pytest.raises(ValueError, match="no DM Control task 'QuadrupedFetch'"):
+        DmControl(task="QuadrupedFetch")
 
 
 def _rollout(env, key):
@@ -119,3 +121,87 @@ def test_action_repeat_repeats_and_sums_rewards(rollout):
     alive = ~done
     earlier = traj.reward[alive] - last_reward[alive]
     assert (earlier > 0).all() and (earlier <= 1 + 1e-6).all()
+
+
+# --- dmc-quadruped-run: headstart's port (envs/dmc_quadruped.py), checked against MuJoCo C and DM Control's rules
+
+@pytest.fixture(scope="module")
+def quadruped():
+    """The port, its MuJoCo C model, and 6 resets from one jitted (vmapped) reset: the only MJX compile here."""
+    from envs.dmc_quadruped import QuadrupedRun
+
+    env = QuadrupedRun()
+
+    def start_and_walk(key):
+        """A reset, 39 control steps (0.78 s: landed, legs loaded) of random actions, and a 40th."""
+        reset_key, action_key = jax.random.split(key)
+        first = env.reset(reset_key)
+        actions = jax.random.uniform(action_key, (40, env.action_size), minval=-1.0, maxval=1.0)
+        before = jax.lax.scan(lambda s, a: (env.step(s, a), None), first, actions[:-1])[0]
+        return first, before, actions[-1], env.step(before, actions[-1])
+
+    keys = jax.random.split(jax.random.key(3), 6)
+    return (env, env.mj_model, *jax.device_get(jax.jit(jax.vmap(start_and_walk))(keys)))
+
+
+def _contacts_at(mj_model, qpos, qvel=None, act=None):
+    """MuJoCo C's forward pass (collision included) at a state."""
+    import mujoco
+
+    data = mujoco.MjData(mj_model)
+    data.qpos[:] = qpos
+    if qvel is not None:
+        data.qvel[:], data.act[:] = qvel, act
+    mujoco.mj_forward(mj_model, data)
+    return data
+
+
+def test_quadruped_starts_where_dm_control_s_incremental_drop_would(quadruped):
+    """DM Control raises the torso from z=0 in 1 cm steps until MuJoCo finds no contact; the port computes that
+    height in closed form. For each reset: MuJoCo C (all contacts, self-contacts included) sees none at the port's
+    height and at least one a centimetre lower, and the orientation is a unit quaternion, different per key."""
+    env, mj_model, states, *_ = quadruped
+    qpos = states.data.qpos
+    assert len({tuple(np.round(q[3:7], 4)) for q in qpos}) == len(qpos)
+    for q in qpos:
+        np.testing.assert_allclose(np.linalg.norm(q[3:7]), 1.0, atol=1e-5)
+        assert q[2] > 0.0 and _contacts_at(mj_model, q).ncon == 0, q[:7]
+        lower = q.copy()
+        lower[2] -= 0.01
+        assert _contacts_at(mj_model, lower).ncon > 0, q[:7]
+        np.testing.assert_allclose(q[7:], mj_model.qpos0[7:])  # joints at the reference pose
+    np.testing.assert_array_equal(states.data.qvel, 0.0)
+
+
+def test_quadruped_step_observation_and_reward_follow_mujoco_c_and_dm_control(quadruped):
+    """The 40th control step of random actions (on the ground, moving, legs loaded), replayed in MuJoCo C from the
+    39th state (qpos, qvel, activations, solver warm start) with the same action for the same 4 substeps: the 78
+    observations, assembled here by sensor NAME from MuJoCo C's data (the port selects by sensor type from MJX),
+    and the reward from DM Control's formula, upright * move, on that data. (Both read the data after the step,
+    as Playground's ports do: sensors and xmat of the last substep's pre-integration state.)"""
+    import mujoco
+
+    env, mj_model, _, before, action, after = quadruped
+    hinges = [j for j in range(mj_model.njnt) if mj_model.joint(j).name != "root"]
+    toes = ("front_left", "front_right", "back_right", "back_left")
+    torso = mj_model.body("torso").id
+    assert np.abs(after.data.sensordata).max() > 1.0  # loaded toes and a moving torso, not a free fall of zeros
+    for i in range(len(after.obs)):
+        data = mujoco.MjData(mj_model)
+        data.qpos[:], data.qvel[:], data.act[:] = before.data.qpos[i], before.data.qvel[i], before.data.act[i]
+        data.qacc_warmstart[:], data.ctrl[:] = before.data.qacc_warmstart[i], action[i]
+        mujoco.mj_step(mj_model, data, env.n_substeps)
+        sensor = lambda name: data.sensor(name).data
+        forces = [sensor(f"force_toe_{t}") for t in toes] + [sensor(f"torque_toe_{t}") for t in toes]
+        expected = np.concatenate([
+            [data.qpos[mj_model.jnt_qposadr[j]] for j in hinges], [data.qvel[mj_model.jnt_dofadr[j]] for j in hinges],
+            data.act, sensor("velocimeter"), [data.xmat[torso][8]], sensor("imu_accel"), sensor("imu_gyro"),
+            np.arcsinh(np.concatenate(forces))])
+        assert expected.shape == (78,)
+        # joint state, velocimeter, upright closely; accelerometer, gyro, toe force/torque through each solver
+        np.testing.assert_allclose(after.obs[i][:48], expected[:48], atol=2e-3, rtol=2e-3)
+        np.testing.assert_allclose(after.obs[i][48:], expected[48:], atol=0.05, rtol=0.02)
+        upright = (1.0 + data.xmat[torso][8]) / 2.0  # linear, margin 2, value 0 at the margin
+        speed = sensor("velocimeter")[0]
+        move = 1.0 if speed >= 5.0 else max(0.0, 1.0 - 0.5 * (5.0 - speed) / 5.0)  # linear, 0.5 at margin 5
+        np.testing.assert_allclose(after.reward[i], upright * move, rtol=1e-3, atol=1e-4)

@@ -19,9 +19,10 @@ drops that one and asks again, so the failure names every release that lacks a w
 It also checks, from the metadata in pip's report, that each file is closed under dependencies on V: every
 `Requires-Dist` whose environment marker holds on V (Linux, CPython V) names a package the file pins, at a
 version the requirement admits; for requirements.lock the roots are pyproject.toml's `dependencies` and its
-`test` extra. `NOT_INSTALLED` names the few requirements left out on purpose (playground's warp-lang and
-mediapy: `make` installs the lock with --no-deps). (pip itself evaluates markers for the running interpreter even
-with `--python-version`, so a dependency that only Python 3.13 needs would go unnoticed without this.)
+`test` extra. `NOT_INSTALLED` names the few requirements left out on purpose (playground's warp-lang and mediapy,
+dm-control's dm-env, dm-tree, labmaze and setuptools, which pip freeze leaves out: `make` installs the lock with
+--no-deps). (pip itself evaluates markers for the running interpreter even with `--python-version`, so a dependency
+that only Python 3.13 needs would go unnoticed without this.)
 
 Why `install --dry-run --report` rather than `pip download -d DIR`: measured on the 2-core build machine with
 this index (no PEP 658 metadata, so pip fetches each wheel to read it), one Python version takes 4.5 s either
@@ -68,7 +69,7 @@ PEERS = REPO / "benchmarks" / "requirements-peers.txt"
 PYPROJECT = REPO / "pyproject.toml"
 # Requirements that requirements.lock leaves out on purpose (make installs it with --no-deps): whose, and what.
 # MuJoCo Playground declares its Warp backend and video rendering, which headstart never imports (envs/dmc.py).
-NOT_INSTALLED = {"playground": {"warp-lang", "mediapy"}}
+NOT_INSTALLED = {"playground": {"warp-lang", "mediapy"}, "dm-control": {"dm-env", "dm-tree", "labmaze", "setuptools"}}
 NETWORK_ERRORS = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
                   "Name or service not known", "Network is unreachable", "ProxyError", "ConnectTimeout",
                   "Max retries exceeded", "Connection refused")
