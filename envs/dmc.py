@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 
 import jax
 import jax.numpy as jnp
 
 from envs.core import Env, State
 
+# Tasks Playground lacks, ported here in its env interface (module:class, imported when made)
+HEADSTART_TASKS = {"QuadrupedRun": "envs.dmc_quadruped:QuadrupedRun"}
 EPISODE_CONTROL_STEPS = 1000  # DM Control's episode: 1000 control steps (cheetah: 10 s of simulated time)
 
 
@@ -52,14 +55,13 @@ def playground_environment(task: str):
     `ensure_compile_time_eval`, so its model arrays are concrete even when first built inside a trace)."""
     from mujoco_playground import dm_control_suite  # heavy import, only when a DMC env is made
 
-    if task not in (*dm_control_suite.ALL_ENVS, "QuadrupedRun"):
+    if task not in (*dm_control_suite.ALL_ENVS, *HEADSTART_TASKS):
         raise ValueError(f"MuJoCo Playground has no DM Control task {task!r}; it has "
-                         f"{list(dm_control_suite.ALL_ENVS)}, and headstart adds 'QuadrupedRun' (envs/dmc_quadruped.py).")
+                         f"{list(dm_control_suite.ALL_ENVS)}, and headstart adds {list(HEADSTART_TASKS)}.")
     with jax.ensure_compile_time_eval():
-        if task == "QuadrupedRun":
-            from envs.dmc_quadruped import QuadrupedRun
-
-            return QuadrupedRun()
+        if task in HEADSTART_TASKS:
+            module, name = HEADSTART_TASKS[task].split(":")
+            return getattr(importlib.import_module(module), name)()
         return dm_control_suite.load(task, config_overrides={"impl": "jax"})
 
 

@@ -99,8 +99,8 @@ def lowest_points(data: mjx.Data, robot_geoms: np.ndarray, mj_model: mujoco.MjMo
     capsule = jnp.abs(axis_z[:, 2]) * half_length + radius
     cylinder = jnp.abs(axis_z[:, 2]) * half_length + radius * jnp.sqrt(jnp.clip(1.0 - axis_z[:, 2] ** 2, 0.0))
     ellipsoid = jnp.sqrt(jnp.sum((axis_z * size) ** 2, axis=1))
-    extent = jnp.select([kind == mujoco.mjtGeom.mjGEOM_SPHERE, kind == mujoco.mjtGeom.mjGEOM_CAPSULE,
-                         kind == mujoco.mjtGeom.mjGEOM_CYLINDER], [sphere, capsule, cylinder], ellipsoid)
+    extent = jnp.select([kind == int(mujoco.mjtGeom.mjGEOM_SPHERE), kind == int(mujoco.mjtGeom.mjGEOM_CAPSULE),
+                         kind == int(mujoco.mjtGeom.mjGEOM_CYLINDER)], [sphere, capsule, cylinder], ellipsoid)
     return z - extent
 
 
@@ -127,18 +127,17 @@ class QuadrupedRun(mjx_env.MjxEnv):
         self._torso = m.body("torso").id
 
         def sensor_rows(*kinds):
-            ids = [s for s in range(m.nsensor) if int(m.sensor_type[s]) in {int(k) for k in kinds}]  # model order, as DM Control
+            wanted = {int(k) for k in kinds}
+            ids = [s for s in range(m.nsensor) if int(m.sensor_type[s]) in wanted]  # model order, as DM Control
             return jnp.asarray([m.sensor_adr[s] + i for s in ids for i in range(m.sensor_dim[s])])
 
         self._imu = sensor_rows(mujoco.mjtSensor.mjSENS_GYRO, mujoco.mjtSensor.mjSENS_ACCELEROMETER)
         self._force_torque = sensor_rows(mujoco.mjtSensor.mjSENS_FORCE, mujoco.mjtSensor.mjSENS_TORQUE)
         self._velocimeter = sensor_rows(mujoco.mjtSensor.mjSENS_VELOCIMETER)
 
-    def drop_height(self, orientation: jax.Array) -> jax.Array:
+    def drop_height(self, qpos: jax.Array) -> jax.Array:
         """The lowest torso height on DM Control's 1 cm grid (from 0) at which no robot geom reaches below the
-        floor, for the reference joint pose at `orientation` (a unit quaternion)."""
-        qpos = jnp.asarray(self._mj_model.qpos0).at[self._root_qpos + 3:self._root_qpos + 7].set(orientation)
-        qpos = qpos.at[self._root_qpos:self._root_qpos + 3].set(0.0)
+        floor, for `qpos` with the torso at the origin."""
         data = mjx.kinematics(self.mjx_model, mjx.make_data(self._mj_model, impl="jax").replace(qpos=qpos))
         depth = -jnp.min(lowest_points(data, self._robot_geoms, self._mj_model))
         return jnp.where(depth < 0.0, 0.0, (jnp.floor(depth / HEIGHT_GRID) + 1.0) * HEIGHT_GRID)
@@ -147,10 +146,9 @@ class QuadrupedRun(mjx_env.MjxEnv):
         rng, orientation_key = jax.random.split(rng)
         orientation = jax.random.normal(orientation_key, (4,))
         orientation = orientation / jnp.linalg.norm(orientation)
-        qpos = jnp.asarray(self._mj_model.qpos0)
-        qpos = qpos.at[self._root_qpos:self._root_qpos + 3].set(jnp.array([0.0, 0.0, 0.0]).at[2].set(
-            self.drop_height(orientation)))
-        qpos = qpos.at[self._root_qpos + 3:self._root_qpos + 7].set(orientation)
+        root = self._root_qpos
+        qpos = jnp.asarray(self._mj_model.qpos0).at[root:root + 3].set(0.0).at[root + 3:root + 7].set(orientation)
+        qpos = qpos.at[root + 2].set(self.drop_height(qpos))
         data = mjx.forward(self.mjx_model, mjx_env.make_data(self._mj_model, qpos=qpos, impl="jax"))
         obs = self._get_obs(data)
         return mjx_env.State(data, obs, jnp.zeros(()), jnp.zeros(()), {}, {"rng": rng})

@@ -144,14 +144,12 @@ def quadruped():
     return (env, env.mj_model, *jax.device_get(jax.jit(jax.vmap(start_and_walk))(keys)))
 
 
-def _contacts_at(mj_model, qpos, qvel=None, act=None):
-    """MuJoCo C's forward pass (collision included) at a state."""
+def _contacts_at(mj_model, qpos):
+    """MuJoCo C's forward pass (collision included) at a configuration."""
     import mujoco
 
     data = mujoco.MjData(mj_model)
     data.qpos[:] = qpos
-    if qvel is not None:
-        data.qvel[:], data.act[:] = qvel, act
     mujoco.mj_forward(mj_model, data)
     return data
 
