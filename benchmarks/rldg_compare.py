@@ -92,6 +92,18 @@ def main(argv=None) -> Path:
         if path.exists():
             s = runner.read_metric(path, "eval_success")[1][:, -1]
             lines.append(f"| RL expert {task} (best of {len(s)} seeds) | {np.max(s):.2f} | | | | | |")
+    every = tuple(args.tasks) + tuple(args.heldout)
+    if results:
+        held = ", ".join(args.heldout or ["none"])
+        lines += ["", f"Per task (held out: {held}), success mean ± std over seeds, cycle time in steps over "
+                  "successful episodes:", "",
+                  "| arm | " + " | ".join(every) + " | " + " | ".join(f"cycle {t}" for t in every) + " |",
+                  "|---|" + "---|" * (2 * len(every))]
+        for (mode, arm), row in results.items():
+            succ = [f"{np.mean(row['per_task'][t][0]):.2f} ± {np.std(row['per_task'][t][0]):.2f}" for t in every]
+            cyc = [f"{np.nanmean(c):.1f}" if np.isfinite(c).any() else "—"
+                   for c in (row["per_task"][t][1] for t in every)]
+            lines.append(f"| {arm} ({mode}) | " + " | ".join(succ + cyc) + " |")
     lines += ["", *[line.strip() for line in rldg.collection_lines(data_root, args.tasks)]]
     lines.append("")
     for x, y in (("rl", "proxy"), ("mix", "proxy"), ("rl", "mix"), ("rl_on_proxy", "proxy"),

@@ -417,7 +417,8 @@ def final_scores(path: Path, tasks) -> dict[str, np.ndarray]:
 
 
 def arm_results(root: Path, mode: str, args: Args) -> list[dict]:
-    """Per arm: its members' mean success over the seen tasks and over the held-out ones, and cycle times."""
+    """Per arm: its members' mean success over the seen tasks and over the held-out ones, cycle times, and
+    `per_task`: task -> (success, cycle time) per member."""
     phase = root / f"finetune-{mode}"
     members = json.loads((phase / "members.json").read_text())
     scores = final_scores(phase / "eval.jsonl", tuple(args.tasks) + tuple(args.heldout))
@@ -430,7 +431,9 @@ def arm_results(root: Path, mode: str, args: Args) -> list[dict]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no successful episode, no cycle time
             cycle = np.nanmean([scores[f"cycle_time_{t}"][idx] for t in ids(args.tasks)], axis=0)
-        rows.append({"arm": arm, "seen": seen, "heldout": held, "cycle_seen": cycle})
+        every = tuple(args.tasks) + tuple(args.heldout)
+        per_task = {t: (scores[f"success_{i}"][idx], scores[f"cycle_time_{i}"][idx]) for t, i in zip(every, ids(every))}
+        rows.append({"arm": arm, "seen": seen, "heldout": held, "cycle_seen": cycle, "per_task": per_task})
     return rows
 
 

@@ -224,6 +224,7 @@ def test_pipeline_end_to_end_writes_every_stage_and_resumes_without_redoing_them
     assert "RLDG on insertion" in err and "RL expert (stochastic) on square while collecting" in err, err
     table = rldg_compare.main(["--run", str(root)]).read_text()
     assert "rl_on_proxy (full)" in table and "cells visited" in table and "proxy on square while collecting" in table
+    assert "| arm | square | cycle square |" in table, table  # the per-task breakdown
 
 
 def test_missing_or_mismatched_dataset_is_a_clear_error(tmp_path):
