@@ -33,12 +33,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
 import tyro  # noqa: E402
 
 from algos import refactor as rf  # noqa: E402
 from envs.metamath import cache, parse, setmm  # noqa: E402
 from envs.metamath import extract as ex  # noqa: E402
-from envs.metamath.expand import examples, trees  # noqa: E402
+from envs.metamath.expand import candidates, example, splits, trees  # noqa: E402
 from envs.metamath.verify import verify_all  # noqa: E402
 from nets.graph import budgets_for, pad_batch  # noqa: E402
 
@@ -95,10 +96,16 @@ def dataset(args: Args, path: str, db, log):
             log(f"rebuilding: {err}")
     t = time.time()
     stats = {}
-    exs = list(examples(db, trees(db), stats=stats))
-    data = cache.build(db, exs, path)
+    raw = trees(db)
+    found = list(candidates(db, raw, stats=stats))               # (P, T, use): cheap, no expanded trees
+    sp = splits([theorem for _, theorem, _ in found])
+    keep = np.flatnonzero((sp["random"] >= 0) | (sp["grouped"] >= 0))
+    log(f"dataset: {len(found)} expansions within the caps (skipped {stats}), {len(keep)} kept by the "
+        f"per-theorem caps ({time.time() - t:.1f}s); expanding them")
+    exs = (example(db, raw, *found[i]) for i in tqdm.tqdm(keep, desc="expansions", unit="graph", mininterval=5))
+    data = cache.build(db, exs, path, split={k: v[keep] for k, v in sp.items()}, expansions=len(found))
     cache.save(cpath, data)
-    log(f"dataset: {len(exs)} expansions in {time.time() - t:.1f}s, skipped {stats} -> {cpath}")
+    log(f"dataset: {len(keep)} graphs, {len(data['target'])} nodes in {time.time() - t:.1f}s -> {cpath}")
     return cache.load(cpath, source=path), cpath
 
 

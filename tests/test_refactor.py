@@ -11,7 +11,8 @@ import pytest
 
 from envs.metamath import MMError, parse
 from envs.metamath import cache
-from envs.metamath.expand import cap_per_theorem, examples, expand, splits, trees
+from envs.metamath import setmm
+from envs.metamath.expand import CAPS, candidates, cap_per_theorem, example, examples, expand, splits, trees
 from envs.metamath.verify import check_tree, substitute, unfold, proof_dag
 from nets.graph import Budget, pad_batch
 from algos import refactor as rf
@@ -76,6 +77,51 @@ def test_examples_and_splits_are_deterministic_and_capped(db):
     assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
     assert (len(parts[0]), len(parts[1]), len(parts[2])) == (43, 5, 6)      # 80/10/10 of the 54 theorems
     assert len(cap_per_theorem(names, range(len(names)), 10, np.random.default_rng(0))) == 10 + 5 + 10 + 3 + 50
+
+
+def _agree(db, caps):
+    """`candidates` names exactly the expansions `examples` builds (same order, same skip counts)."""
+    raw, s1, s2 = trees(db), {}, {}
+    built = [(e.proof, e.theorem, e.use) for e in examples(db, raw, caps, s1)]
+    assert list(candidates(db, raw, caps, s2)) == built and s1 == s2
+    return built, s1
+
+
+# proof_max / node_max at the edges of tiny.mm's three expansions (54, 20, 31 nodes; longest strings 38, 22, 30)
+@pytest.mark.parametrize("proof_max,node_max,kept", [(1000, 512, 3), (54, 38, 3), (53, 38, 2), (54, 37, 2),
+                                                     (30, 30, 1), (20, 21, 0), (19, 512, 0)])
+def test_candidates_find_the_expansions_without_building_them(db, proof_max, node_max, kept):
+    built, skipped = _agree(db, dict(CAPS, proof_max=proof_max, node_max=node_max))
+    assert len(built) == kept and sum(skipped.values()) == 3 - kept
+
+
+@pytest.mark.skipif(setmm.find_set_mm() is None, reason="set.mm is not installed (make metamath)")
+def test_candidates_agree_with_the_expansions_on_propositional_set_mm(tmp_path):
+    db = parse(setmm.truncate(setmm.find_set_mm(), str(tmp_path / "prop.mm")))
+    for caps in (CAPS, dict(CAPS, proof_max=200, node_max=60), dict(CAPS, proof_max=50, node_max=25)):
+        built, skipped = _agree(db, caps)
+        assert len(built) > 1000 and (caps is CAPS or min(skipped.values()) > 50)
+
+
+def test_capped_build_stores_only_the_kept_expansions(db, tmp_path):
+    raw = trees(db)
+    found = list(candidates(db, raw))
+    caps = dict(CAPS, max_per_theorem=1, eval_max_per_theorem=1)
+    sp = splits([t for _, t, _ in found] * 2, caps)           # each expansion twice: the cap keeps one copy
+    keep = np.flatnonzero((sp["random"] >= 0) | (sp["grouped"] >= 0))
+    assert len(keep) == 3
+    twice = found * 2
+    data = cache.build(db, (example(db, raw, *twice[i]) for i in keep), TINY,
+                       split={k: v[keep] for k, v in sp.items()}, expansions=len(twice))
+    whole = cache.build(db, examples(db, raw), TINY)
+    order = [found.index(twice[i]) for i in keep]
+    assert data["header"]["expansions"] == 6 and len(data["header"]["graphs"]) == 3
+    for g, w in enumerate(order):
+        a, b = cache.graph(data, g), cache.graph(whole, w)
+        assert a["target"].tolist() == b["target"].tolist() and np.array_equal(a["edges"], b["edges"])
+        assert [x.tolist() for x in a["words"]] == [x.tolist() for x in b["words"]]
+    with pytest.raises(ValueError, match="split has 2 / 2 entries for 3 examples"):
+        cache.build(db, examples(db, raw), TINY, split={"random": sp["random"][:2], "grouped": sp["grouped"][:2]})
 
 
 def test_cache_round_trip_and_validation(db, tmp_path):

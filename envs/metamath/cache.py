@@ -10,21 +10,26 @@ the model sums their embeddings. Word 0 is reserved (padding). Arrays, for G gra
     word_offsets [N+1]   node n owns words[word_offsets[n]:word_offsets[n+1]]
     words [W]            vocabulary ids (int32)
     target [N]           1 for inlined nodes
-    split_random [G], split_grouped [G]   0 train, 1 valid, 2 test, -1 left out by a cap
-    header               JSON: version, vocabulary, source file (path, size), caps, seed, per-graph (P, T, use)
+    split_random [G], split_grouped [G]   0 train, 1 valid, 2 test, -1 left out by a cap (in that split)
+    header               JSON: version, vocabulary, source file (path, size), caps, seed, the number of
+                         expansions before the per-theorem caps, per-graph (P, T, use)
+
+experiments/refactor.py stores only the expansions that some split keeps: it counts them first with
+`expand.candidates`, caps them, and expands only those (all of set.mm has far more than fit in memory).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from array import array
 
 import numpy as np
 
 from envs.metamath.database import Database
 from envs.metamath.expand import CAPS, SEED, Example, splits
 
-VERSION = 1
+VERSION = 2          # 2: only the expansions the per-theorem caps keep are stored
 KEYS = ("node_offsets", "edge_offsets", "edges", "word_offsets", "words", "target", "split_random",
         "split_grouped", "header")
 
@@ -43,23 +48,34 @@ def node_words(label, expr, index) -> list:
     return [index["t:" + s] for s in expr] + [index["c:" + c] for c in label]
 
 
-def build(db: Database, exs: list, source: str, caps: dict = CAPS, seed: int = SEED) -> dict:
+def build(db: Database, exs, source: str, caps: dict = CAPS, seed: int = SEED, split: dict | None = None,
+          expansions: int | None = None) -> dict:
+    """The cache arrays from an iterable of Examples, consumed once and held only as flat int arrays (a Python
+    object per node would not fit for all of set.mm). `split`: {'random': s, 'grouped': s} for exactly these
+    examples, when the caller capped them before expanding (`expand.candidates`); otherwise computed here.
+    `expansions`: how many there were before that cap (recorded in the header)."""
     vocab = vocabulary(db)
     index = {w: i for i, w in enumerate(vocab)}
-    node_off, edge_off, edges, word_off, words, target = [0], [0], [], [0], [], []
+    node_off, edge_off, word_off = array("q", [0]), array("q", [0]), array("q", [0])
+    edges, words, target, graphs = array("i"), array("i"), array("b"), []
     for ex in exs:
         for lab, expr, t in zip(ex.tree.labels, ex.tree.exprs, ex.target):
-            w = node_words(lab, expr, index)
-            words.extend(w); word_off.append(len(words)); target.append(t)
-        edges.extend(ex.tree.edges())
-        node_off.append(len(target)); edge_off.append(len(edges))
-    sp = splits([ex.theorem for ex in exs], caps, seed)
+            words.extend(node_words(lab, expr, index)); word_off.append(len(words)); target.append(t)
+        for pair in ex.tree.edges():
+            edges.extend(pair)
+        node_off.append(len(target)); edge_off.append(len(edges) // 2)
+        graphs.append([ex.proof, ex.theorem, ex.use])
+    sp = split if split is not None else splits([t for _, t, _ in graphs], caps, seed)
+    if any(len(sp[k]) != len(graphs) for k in ("random", "grouped")):
+        raise ValueError(f"split has {len(sp['random'])} / {len(sp['grouped'])} entries for {len(graphs)} examples")
     header = dict(version=VERSION, vocab=vocab, source=os.path.abspath(source), source_size=os.path.getsize(source),
-                  caps=caps, seed=seed, graphs=[[ex.proof, ex.theorem, ex.use] for ex in exs])
-    return dict(node_offsets=np.asarray(node_off, np.int64), edge_offsets=np.asarray(edge_off, np.int64),
-                edges=np.asarray(edges, np.int32).reshape(-1, 2), word_offsets=np.asarray(word_off, np.int64),
-                words=np.asarray(words, np.int32), target=np.asarray(target, np.int8),
-                split_random=sp["random"], split_grouped=sp["grouped"], header=header)
+                  caps=caps, seed=seed, expansions=len(graphs) if expansions is None else expansions,
+                  graphs=graphs)
+    return dict(node_offsets=np.frombuffer(node_off, np.int64), edge_offsets=np.frombuffer(edge_off, np.int64),
+                edges=np.frombuffer(edges, np.int32).reshape(-1, 2), word_offsets=np.frombuffer(word_off, np.int64),
+                words=np.frombuffer(words, np.int32), target=np.frombuffer(target, np.int8),
+                split_random=np.asarray(sp["random"], np.int8), split_grouped=np.asarray(sp["grouped"], np.int8),
+                header=header)
 
 
 def save(path: str, data: dict) -> None:

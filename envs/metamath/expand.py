@@ -45,9 +45,10 @@ def trees(db: Database, max_nodes: int = CAPS["raw_proof_max"]) -> dict:
     return out
 
 
-def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree):
+def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree, sizes: list | None = None):
     """Inline `inner` (the proof of the theorem applied at node `use` of `tree`). Returns (tree, target) or None
-    when the inner proof uses non-mandatory hypotheses."""
+    when the inner proof uses non-mandatory hypotheses. `sizes`: `subtree_sizes(tree)`, if already computed."""
+    size = sizes if sizes is not None else subtree_sizes(tree)
     thm = db.statements[tree.labels[use]]
     kids = tree.children[use]
     sigma = {db.statements[h].expr[1]: tree.exprs[k][1:] for h, k in zip(thm.hyps, kids)
@@ -58,7 +59,7 @@ def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree):
     labels, exprs, children, target = [], [], [], []
 
     def copy_subtree(root):          # a subtree of `tree`, appended in post-order; returns its new root
-        lo = root - _size(tree, root) + 1
+        lo = root - size[root] + 1
         base = len(labels)
         for j in range(lo, root + 1):
             labels.append(tree.labels[j]); exprs.append(tree.exprs[j])
@@ -77,8 +78,9 @@ def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree):
         return new[len(inner) - 1]
 
     new_of = {}
+    first = use - size[use] + 1      # the use's strict descendants are first .. use - 1
     for j in range(len(tree)):
-        if _inside(tree, use, j):
+        if first <= j < use:
             continue                 # the use's own subtree is handled at the use
         if j == use:
             new_of[j] = inline()
@@ -89,23 +91,23 @@ def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree):
     return ProofTree(tuple(labels), tuple(exprs), tuple(children)), tuple(target)
 
 
-def _size(tree: ProofTree, i: int) -> int:
-    return 1 + sum(_size(tree, k) for k in tree.children[i])
-
-
-def _inside(tree: ProofTree, use: int, j: int) -> bool:
-    """j is a strict descendant of `use` (post-order: descendants are the contiguous block before it)."""
-    return use - _size(tree, use) < j < use
+def subtree_sizes(tree: ProofTree) -> list:
+    """Nodes in each node's subtree (post-order: node i's subtree is the block i - size + 1 .. i)."""
+    size = [1] * len(tree)
+    for i, kids in enumerate(tree.children):
+        size[i] += sum(size[k] for k in kids)
+    return size
 
 
 def examples(db: Database, raw: dict, caps: dict = CAPS, stats: dict | None = None):
     """Every expansion within the caps, in database order (proofs, then use steps)."""
     stats = stats if stats is not None else {}
     for p, tree in raw.items():
+        sizes = subtree_sizes(tree)
         for use, lab in enumerate(tree.labels):
             if db.statements[lab].kind != "p" or lab not in raw:
                 continue
-            out = expand(db, tree, use, raw[lab])
+            out = expand(db, tree, use, raw[lab], sizes)
             if out is None:
                 stats["dummy_hyps"] = stats.get("dummy_hyps", 0) + 1
                 continue
@@ -117,6 +119,78 @@ def examples(db: Database, raw: dict, caps: dict = CAPS, stats: dict | None = No
                 stats["node_too_long"] = stats.get("node_too_long", 0) + 1
                 continue
             yield Example(p, lab, use, new, target)
+
+
+class _Inner:
+    """What the caps need to know of a theorem T's proof, once per T: which hypothesis each leaf uses, and for
+    each inlined node its label length, its expression length and how often each of T's variables occurs."""
+
+    def __init__(self, db: Database, lab: str, tree: ProofTree):
+        thm = db.statements[lab]
+        pos = {h: i for i, h in enumerate(thm.hyps)}
+        self.var_hyp = {db.statements[h].expr[1]: i for i, h in enumerate(thm.hyps) if db.statements[h].kind == "f"}
+        self.dummy = any(db.statements[x].kind in "fe" and x not in pos for x in tree.labels)
+        self.leaves = [pos[x] for x in tree.labels if x in pos]          # hypothesis index of each leaf use
+        self.nodes = []                                                  # (fixed length, {hyp index: count})
+        for x, e in zip(tree.labels, tree.exprs):
+            if x in pos:
+                continue
+            counts = {}
+            for sym in e:
+                if sym in self.var_hyp:
+                    counts[self.var_hyp[sym]] = counts.get(self.var_hyp[sym], 0) + 1
+            self.nodes.append((len(x) + len(e) - sum(counts.values()), counts))
+
+
+def candidates(db: Database, raw: dict, caps: dict = CAPS, stats: dict | None = None):
+    """(P, T, use) of every expansion `examples` yields, in the same order and with the same `stats`, found
+    from subtree sizes and symbol counts without building the expanded trees (sizes after substitution:
+    every occurrence of a variable of T becomes the expression its floating hypothesis got, less the typecode).
+    Building only the expansions the per-theorem caps keep is what lets all of set.mm fit in memory."""
+    stats = stats if stats is not None else {}
+    inner = {}
+    for p, tree in raw.items():
+        n, sizes = len(tree), subtree_sizes(tree)
+        length = [len(lb) + len(e) for lb, e in zip(tree.labels, tree.exprs)]
+        sub_max = list(length)                      # longest node string in each subtree
+        for i, kids in enumerate(tree.children):
+            for k in kids:
+                sub_max[i] = max(sub_max[i], sub_max[k])
+        before = [0] * (n + 1)                      # before[j]: longest among nodes 0 .. j - 1
+        for j in range(n):
+            before[j + 1] = max(before[j], length[j])
+        after = [0] * (n + 1)                       # after[j]: longest among nodes j .. n - 1
+        for j in range(n - 1, -1, -1):
+            after[j] = max(after[j + 1], length[j])
+        for use, lab in enumerate(tree.labels):
+            if db.statements[lab].kind != "p" or lab not in raw:
+                continue
+            if lab not in inner:
+                inner[lab] = _Inner(db, lab, raw[lab])
+            t = inner[lab]
+            if t.dummy:
+                stats["dummy_hyps"] = stats.get("dummy_hyps", 0) + 1
+                continue
+            kids = tree.children[use]
+            size = n - sizes[use] + len(t.nodes) + sum(sizes[kids[h]] for h in t.leaves)
+            if size > caps["proof_max"]:
+                stats["too_long"] = stats.get("too_long", 0) + 1
+                continue
+            sub_len = {h: len(tree.exprs[kids[h]]) - 1 for h in t.var_hyp.values()}   # |sigma(v)|
+            longest = max(before[use - sizes[use] + 1], after[use + 1],
+                          max((sub_max[kids[h]] for h in t.leaves), default=0),
+                          max((fixed + sum(c * sub_len[h] for h, c in counts.items())
+                               for fixed, counts in t.nodes), default=0))
+            if longest > caps["node_max"]:
+                stats["node_too_long"] = stats.get("node_too_long", 0) + 1
+                continue
+            yield p, lab, use
+
+
+def example(db: Database, raw: dict, proof: str, theorem: str, use: int) -> Example:
+    """The expansion `candidates` named by (proof, theorem, use)."""
+    new, target = expand(db, raw[proof], use, raw[theorem])
+    return Example(proof, theorem, use, new, target)
 
 
 def cap_per_theorem(theorems, index, cap: int, rng: np.random.Generator):
