@@ -8,7 +8,7 @@ the random split's training graphs of the propositional part of set.mm (`experim
 built in ~25 s when absent), shuffled with seed 0, cut into batches of `graphs_per_batch` graphs.
 
 - ours: `algos.refactor.train_step` (one `jit`), each batch padded by `nets.graph.pad_batch` into the smallest of
-  the experiment's six budgets (`experiments.refactor.padding_budgets`); every budget is compiled before timing
+  the experiment's seven budgets (`experiments.refactor.padding_budgets`); every budget is compiled before timing
   (compile time reported apart) and the padded batches are put on the device beforehand.
 - PyG: `benchmarks/refactor_pyg_worker.py`, torch + `torch_geometric.nn.SAGEConv`, in its own venv
   (`benchmarks/.venv-pyg`, `make bench-pyg`), driven over a pipe; its batches are the same graphs concatenated

@@ -3,8 +3,7 @@
     make metamath                                    # set.mm and the C verifier (Debian packages), once
     python experiments/refactor.py                   # propositional part of set.mm, both splits, CPU defaults
     python experiments/refactor.py --epochs 40 --model.hidden 256 --model.num-layers 10   # the reference's net
-    python experiments/refactor.py --full            # all of set.mm (parse + verify alone: ~7 min here; expansion
-                                                     # and training at that size not measured)
+    python experiments/refactor.py --full            # all of set.mm (benchmarks/RESULTS.md has the figures)
 
 Steps: (1) set.mm is cut after `xorexmid` like the reference's propositional.mm (envs/metamath/setmm.py) into
 `data/metamath/propositional.mm`; (2) every proof is parsed and verified (times printed); (3) the expansion
@@ -110,14 +109,17 @@ def dataset(args: Args, path: str, db, log):
 
 
 def padding_budgets(data, graphs_per_batch: int) -> list:
-    """Six node budgets up to the largest batch of `graphs_per_batch` graphs the dataset can make, words twice
-    the mean per node (plus 8), the largest budget big enough for the wordiest nodes."""
+    """Seven node budgets up to the largest batch of `graphs_per_batch` graphs the dataset can make, words twice
+    the mean per node (plus 8); the largest budget's words are the most any batch can have (the wordiest
+    graphs together), so every batch fits one."""
     sizes = np.diff(data["node_offsets"])
     wsizes = np.diff(data["word_offsets"])
+    graph_words = np.diff(data["word_offsets"][data["node_offsets"]])
     max_batch_nodes = int(np.sort(sizes)[-graphs_per_batch:].sum())
     budgets = budgets_for(max_batch_nodes, float(wsizes.mean() * 2 + 8), graphs_per_batch,
-                          tiers=(1, 2, 4, 8, 16, 32))
-    budgets[-1] = budgets[-1]._replace(words=int(np.sort(wsizes)[-max_batch_nodes:].sum()) + 1)
+                          tiers=(1, 2, 4, 8, 16, 24, 32))
+    most_words = int(np.sort(graph_words)[-graphs_per_batch:].sum())
+    budgets[-1] = budgets[-1]._replace(words=max(budgets[-1].words, most_words))
     return budgets
 
 
@@ -234,7 +236,8 @@ def main(args: Args):
         curve = []
         for ep in range(args.epochs):
             losses = []
-            for _, b in batches(data, tr, cfg, budgets, rng):
+            for _, b in tqdm.tqdm(batches(data, tr, cfg, budgets, rng), desc=f"[{split}] epoch {ep + 1}",
+                                  total=-(-len(tr) // cfg.graphs_per_batch), unit="batch", mininterval=10):
                 params, opt, m = rf.train_step(cfg, vocab, params, opt, b)
                 losses.append(float(m["loss"]))
             ev, _ = evaluate(cfg, vocab, params, data, va, budgets)
