@@ -276,6 +276,7 @@ def refactor(db: Database, raw: dict, new: list, prefix: str = "rf"):
     proof P is rewritten only when that point lies after N's last dependency. Every rewritten proof is
     re-checked. Returns (db, trees, added: label -> (insertion line, proof tree), report)."""
     trees_ = dict(raw)
+    labels_in = {p: set(t.labels) for p, t in trees_.items()}   # a proof lacking a label of the pattern can't match
     added = {}
     report = []
     for n, cand in enumerate(new):
@@ -284,11 +285,14 @@ def refactor(db: Database, raw: dict, new: list, prefix: str = "rf"):
         db, st, pat = with_hypotheses(db, cand, last, label)
         check_tree(db, st, pat)
         dep_end = db.statements[last].end
+        pvars = {db.statements[h].expr[1] for h in st.hyps if db.statements[h].kind == "f"}
+        needed = {lab for lab in pat.labels if db.statements[lab].kind in "ap"
+                  or (db.statements[lab].kind == "f" and db.statements[lab].expr[1] not in pvars)}
         uses, saved, users, where, rejected = 0, 0, 0, None, 0
         for p, tree in trees_.items():
             ps = db.statements[p]
             ins = ps.block or ps.line
-            if db.position[p] <= db.position[label] or ins <= dep_end:
+            if db.position[p] <= db.position[label] or ins <= dep_end or not needed <= labels_in[p]:
                 continue
             new_tree, u = rewrite(db, tree, st, pat)
             if u:
@@ -299,6 +303,7 @@ def refactor(db: Database, raw: dict, new: list, prefix: str = "rf"):
                     continue
                 uses += u; users += 1; saved += len(tree) - len(new_tree)
                 trees_[p] = new_tree
+                labels_in[p] = set(new_tree.labels)
                 where = ins if where is None else min(where, ins)
         added[label] = (where, pat)
         report.append(dict(label=label, statement=" ".join(cand.statement), hyps=[" ".join(h) for h in cand.hyps],
