@@ -11,6 +11,9 @@ label characters), at most 100 instances per T (`-mi`) before splitting and 10 p
 (`-vmi`), seed 47, 80/10/10 splits random or grouped by T (the "unseen theorems" split).
 Departure: expansions where T's proof uses hypotheses that are not mandatory for T (dummy variables) are
 skipped (they are counted), so every expanded proof is a valid proof of P, re-checked by `verify.check_tree`.
+
+`examples` builds every expansion; `candidates` names the same ones, from sizes alone, so that the caps per theorem
+can be applied before anything is built (all of set.mm: 314531 expansions, 156489 kept).
 """
 
 from __future__ import annotations
