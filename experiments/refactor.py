@@ -38,7 +38,7 @@ import tyro  # noqa: E402
 from algos import refactor as rf  # noqa: E402
 from envs.metamath import cache, parse, setmm  # noqa: E402
 from envs.metamath import extract as ex  # noqa: E402
-from envs.metamath.expand import candidates, example, splits, trees  # noqa: E402
+from envs.metamath.expand import candidates, example, kept_splits, trees  # noqa: E402
 from envs.metamath.verify import verify_all  # noqa: E402
 from nets.graph import budgets_for, pad_batch  # noqa: E402
 
@@ -97,12 +97,11 @@ def dataset(args: Args, path: str, db, log):
     stats = {}
     raw = trees(db)
     found = list(candidates(db, raw, stats=stats))               # (P, T, use): cheap, no expanded trees
-    sp = splits([theorem for _, theorem, _ in found])
-    keep = np.flatnonzero((sp["random"] >= 0) | (sp["grouped"] >= 0))
+    keep, split = kept_splits([theorem for _, theorem, _ in found])
     log(f"dataset: {len(found)} expansions within the caps (skipped {stats}), {len(keep)} kept by the "
         f"per-theorem caps ({time.time() - t:.1f}s); expanding them")
     exs = (example(db, raw, *found[i]) for i in tqdm.tqdm(keep, desc="expansions", unit="graph", mininterval=5))
-    data = cache.build(db, exs, path, split={k: v[keep] for k, v in sp.items()}, expansions=len(found))
+    data = cache.build(db, exs, path, split=split, expansions=len(found))
     cache.save(cpath, data)
     log(f"dataset: {len(keep)} graphs, {len(data['target'])} nodes in {time.time() - t:.1f}s -> {cpath}")
     return cache.load(cpath, source=path), cpath
@@ -239,7 +238,8 @@ def main(args: Args):
             for _, b in tqdm.tqdm(batches(data, tr, cfg, budgets, rng), desc=f"[{split}] epoch {ep + 1}",
                                   total=-(-len(tr) // cfg.graphs_per_batch), unit="batch", mininterval=10):
                 params, opt, m = rf.train_step(cfg, vocab, params, opt, b)
-                losses.append(float(m["loss"]))
+                losses.append(m["loss"])             # read back once per epoch: no host sync per step
+            losses = jax.device_get(losses)
             ev, _ = evaluate(cfg, vocab, params, data, va, budgets)
             curve.append(dict(epoch=ep + 1, loss=float(np.mean(losses)), **{f"valid_{k}": v for k, v in ev.items()}))
             log(f"[{split}] epoch {ep + 1}: loss {np.mean(losses):.4f}, valid node {ev['node_acc']:.3f} proof "

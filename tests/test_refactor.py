@@ -12,8 +12,9 @@ import pytest
 from envs.metamath import MMError, parse
 from envs.metamath import cache
 from envs.metamath import setmm
-from envs.metamath.expand import CAPS, candidates, cap_per_theorem, example, examples, expand, splits, trees
-from envs.metamath.verify import check_tree, substitute, unfold, proof_dag
+from envs.metamath.expand import (CAPS, candidates, cap_per_theorem, example, examples, expand, kept_splits, splits,
+                                  trees)
+from envs.metamath.verify import check_tree, proof_dag, substitute, subtree_sizes, unfold
 from nets.graph import Budget, pad_batch
 from algos import refactor as rf
 
@@ -107,12 +108,10 @@ def test_capped_build_stores_only_the_kept_expansions(db, tmp_path):
     raw = trees(db)
     found = list(candidates(db, raw))
     caps = dict(CAPS, max_per_theorem=1, eval_max_per_theorem=1)
-    sp = splits([t for _, t, _ in found] * 2, caps)           # each expansion twice: the cap keeps one copy
-    keep = np.flatnonzero((sp["random"] >= 0) | (sp["grouped"] >= 0))
+    keep, split = kept_splits([t for _, t, _ in found] * 2, caps)   # each expansion twice: the cap keeps one
     assert len(keep) == 3
     twice = found * 2
-    data = cache.build(db, (example(db, raw, *twice[i]) for i in keep), TINY,
-                       split={k: v[keep] for k, v in sp.items()}, expansions=len(twice))
+    data = cache.build(db, (example(db, raw, *twice[i]) for i in keep), TINY, split=split, expansions=len(twice))
     whole = cache.build(db, examples(db, raw), TINY)
     order = [found.index(twice[i]) for i in keep]
     assert data["header"]["expansions"] == 6 and len(data["header"]["graphs"]) == 3
@@ -121,7 +120,7 @@ def test_capped_build_stores_only_the_kept_expansions(db, tmp_path):
         assert a["target"].tolist() == b["target"].tolist() and np.array_equal(a["edges"], b["edges"])
         assert [x.tolist() for x in a["words"]] == [x.tolist() for x in b["words"]]
     with pytest.raises(ValueError, match="split has 2 / 2 entries for 3 examples"):
-        cache.build(db, examples(db, raw), TINY, split={"random": sp["random"][:2], "grouped": sp["grouped"][:2]})
+        cache.build(db, examples(db, raw), TINY, split={k: v[:2] for k, v in split.items()})
 
 
 def test_cache_round_trip_and_validation(db, tmp_path):
@@ -197,12 +196,12 @@ def test_learns_the_tiny_dataset(db):
 
 
 def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, tmp_path):
-    from envs.metamath.extract import candidates, new_theorems, refactor, sizes, write_refactored
+    from envs.metamath.extract import candidates, new_theorems, refactor, write_refactored
     raw = trees(db)
     t = raw["id"]
     k = t.labels.index("mp")                        # the inner modus ponens of id's proof: a 3-step lemma
     pred = [False] * len(t)
-    for j in range(k - sizes(t)[k] + 1, k + 1):
+    for j in range(k - subtree_sizes(t)[k] + 1, k + 1):
         pred[j] = t.exprs[j][0] == "|-"
     cands = candidates(db, "id", t, pred)
     assert [" ".join(c.statement) for c in cands] == ["|- ( ( p -> ( p -> p ) ) -> ( p -> p ) )"]
@@ -225,7 +224,7 @@ def test_extracted_theorem_verifies_and_the_refactored_proof_still_verifies(db, 
     # no match when a label differs or a variable would be bound to two expressions
     from envs.metamath.extract import rewrite
     pat = added["rf0"][1]
-    lo = k - sizes(t)[k] + 1                         # the lemma's region in id's tree; its first node is wp
+    lo = k - subtree_sizes(t)[k] + 1                         # the lemma's region in id's tree; its first node is wp
     j1 = t.labels.index("ax-1", lo)
     assert t.labels[lo] == "wp" and j1 < k
     for j, swap in ((j1, ("wi", t.exprs[j1])), (lo, ("wq", ("wff", "q")))):

@@ -23,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from envs.metamath.database import Database
-from envs.metamath.verify import ProofTree, proof_dag, substitute, unfold
+from envs.metamath.verify import ProofTree, proof_dag, substitute, subtree_sizes, unfold
 
 CAPS = dict(raw_proof_max=1000, proof_max=1000, node_max=512, max_per_theorem=100, eval_max_per_theorem=10)
 SEED = 47
@@ -92,14 +92,6 @@ def expand(db: Database, tree: ProofTree, use: int, inner: ProofTree, sizes: lis
         children.append(tuple(new_of[k] for k in tree.children[j])); target.append(0)
         new_of[j] = len(labels) - 1
     return ProofTree(tuple(labels), tuple(exprs), tuple(children)), tuple(target)
-
-
-def subtree_sizes(tree: ProofTree) -> list:
-    """Nodes in each node's subtree (post-order: node i's subtree is the block i - size + 1 .. i)."""
-    size = [1] * len(tree)
-    for i, kids in enumerate(tree.children):
-        size[i] += sum(size[k] for k in kids)
-    return size
 
 
 def examples(db: Database, raw: dict, caps: dict = CAPS, stats: dict | None = None):
@@ -235,3 +227,10 @@ def splits(theorems, caps: dict = CAPS, seed: int = SEED) -> dict:
             s[np.setdiff1d(idx, keep)] = -1
         out[kind] = s
     return out
+
+
+def kept_splits(theorems, caps: dict = CAPS, seed: int = SEED):
+    """(indices that some split keeps, `splits` restricted to them): what is worth expanding and storing."""
+    sp = splits(theorems, caps, seed)
+    keep = np.flatnonzero((sp["random"] >= 0) | (sp["grouped"] >= 0))
+    return keep, {k: v[keep] for k, v in sp.items()}

@@ -32,18 +32,11 @@ import dataclasses
 
 from envs.metamath import syntax
 from envs.metamath.database import Database, MMError, Statement
-from envs.metamath.verify import ProofTree, check_tree
+from envs.metamath.verify import ProofTree, check_tree, subtree_sizes
 
 
 def _subtree(tree: ProofTree, i: int, size) -> range:
     return range(i - size[i] + 1, i + 1)
-
-
-def sizes(tree: ProofTree) -> list:
-    s = [0] * len(tree)
-    for i, kids in enumerate(tree.children):
-        s[i] = 1 + sum(s[k] for k in kids)
-    return s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +63,7 @@ def candidates(db: Database, proof: str, tree: ProofTree, predicted, min_steps: 
     for p, kids in enumerate(tree.children):
         for k in kids:
             parent[k] = p
-    size = sizes(tree)
+    size = subtree_sizes(tree)
     out = []
     for r in range(len(tree)):
         if not predicted[r] or (parent[r] is not None and predicted[parent[r]]):
@@ -247,7 +240,7 @@ def _match(db, pat: ProofTree, pvars, tree: ProofTree, pi: int, ti: int, bind: d
 def rewrite(db: Database, tree: ProofTree, new_st: Statement, pat: ProofTree):
     """`tree` with every (outermost) match of `pat` replaced by one step of `new_st`; returns (tree, uses)."""
     pvars = {db.statements[h].expr[1] for h in new_st.hyps if db.statements[h].kind == "f"}
-    size = sizes(tree)
+    size = subtree_sizes(tree)
     labels, exprs, children = [], [], []
     uses = 0
 

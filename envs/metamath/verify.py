@@ -44,6 +44,14 @@ class ProofTree:
         return list(self.labels)
 
 
+def subtree_sizes(tree: ProofTree) -> list:
+    """Nodes in each node's subtree (post-order: node i's subtree is the block i - size + 1 .. i)."""
+    size = [1] * len(tree)
+    for i, kids in enumerate(tree.children):
+        size[i] += sum(size[k] for k in kids)
+    return size
+
+
 def _decode_compressed(db: Database, thm: Statement):
     """Yield ('label', name) / ('saved', k) / ('save', None) with the step number of each number decoded."""
     toks = thm.proof
